@@ -12,6 +12,8 @@ pub mod arena;
 pub mod crc32;
 pub mod error;
 pub mod format;
+#[cfg(feature = "std")]
+pub mod host;
 pub mod kernels;
 pub mod model;
 pub mod ops;

@@ -1,0 +1,2 @@
+#![no_std]
+//! Wire protocol (under construction).

@@ -1,0 +1,2 @@
+#![no_std]
+//! Device logic (under construction).
