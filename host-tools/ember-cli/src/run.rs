@@ -1,0 +1,9 @@
+//! `ember run` (under construction).
+
+/// (under construction)
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`ember run` is not implemented yet")
+}
