@@ -152,14 +152,15 @@ pub fn as_i16_mut(b: &mut [u8]) -> Result<&mut [i16]> {
 /// Load-time checks for one operator: every tensor inside its section, aligned, and typed as
 /// the kernel expects, so the kernel itself can trust shapes and offsets.
 #[derive(Debug, Clone, Copy)]
-pub struct Validator {
+pub struct Validator<'m> {
     pub arena_size: usize,
-    pub const_len: usize,
+    /// The model's constant section, so validation can check constant values (shifts, ...).
+    pub consts: &'m [u8],
     pub op_index: u16,
     pub op_name: &'static str,
 }
 
-impl Validator {
+impl<'m> Validator<'m> {
     pub fn fail(&self, reason: &'static str) -> Error {
         Error::InvalidOp {
             op_index: self.op_index,
@@ -182,7 +183,7 @@ impl Validator {
         let len = t.byte_len().ok_or(self.fail("tensor size overflows"))?;
         let (offset, limit) = match t.location {
             Location::Arena(o) => (o as usize, self.arena_size),
-            Location::Const(o) => (o as usize, self.const_len),
+            Location::Const(o) => (o as usize, self.consts.len()),
         };
         let end = offset
             .checked_add(len)
@@ -228,6 +229,34 @@ impl Validator {
 
     pub fn elements(&self, t: &TensorDef, expected: usize, reason: &'static str) -> Result<()> {
         self.check(t.shape.elements() == Some(expected), reason)
+    }
+
+    /// The values of an `I32` constant (after [`Validator::constant`] passed for it).
+    pub fn const_i32(&self, t: &TensorDef) -> Result<&'m [i32]> {
+        self.constant(t, DType::I32)?;
+        let Location::Const(o) = t.location else {
+            return Err(self.fail("expected a constant"));
+        };
+        let start = o as usize;
+        let end = start + t.byte_len().unwrap_or(0);
+        self.consts
+            .get(start..end)
+            .ok_or(self.fail("constant outside the constant section"))
+            .and_then(|b| as_i32(b).map_err(|_| self.fail("misaligned constant")))
+    }
+
+    /// The values of an `F32` constant.
+    pub fn const_f32(&self, t: &TensorDef) -> Result<&'m [f32]> {
+        self.constant(t, DType::F32)?;
+        let Location::Const(o) = t.location else {
+            return Err(self.fail("expected a constant"));
+        };
+        let start = o as usize;
+        let end = start + t.byte_len().unwrap_or(0);
+        self.consts
+            .get(start..end)
+            .ok_or(self.fail("constant outside the constant section"))
+            .and_then(|b| as_f32(b).map_err(|_| self.fail("misaligned constant")))
     }
 
     /// Checks a fused activation range for int8 outputs.

@@ -56,6 +56,9 @@ impl Header {
                 supported: FORMAT_VERSION,
             });
         }
+        if u32_at(28) != 0 {
+            return Err(Error::Malformed { what: "header (reserved bytes must be zero)" });
+        }
         if u16_at(6) as usize != HEADER_LEN {
             return Err(Error::Malformed {
                 what: "header length",

@@ -131,7 +131,7 @@ impl<'a> Model<'a> {
             let op = op?;
             let v = Validator {
                 arena_size,
-                const_len: self.consts.len(),
+                consts: self.consts,
                 op_index: index as u16,
                 op_name: op.name(),
             };

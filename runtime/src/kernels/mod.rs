@@ -145,6 +145,10 @@ impl Requant {
         v.check(
             self.shifts.elements() == n,
             "requantization multiplier and shift counts differ",
-        )
+        )?;
+        for &shift in v.const_i32(&self.shifts)? {
+            v.shift(shift)?;
+        }
+        Ok(())
     }
 }
