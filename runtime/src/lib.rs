@@ -12,6 +12,7 @@ pub mod arena;
 pub mod crc32;
 pub mod error;
 pub mod format;
+pub mod frontend;
 #[cfg(feature = "std")]
 pub mod host;
 pub mod kernels;
