@@ -1,13 +1,43 @@
-//! CONV_2D: int8 per-channel, float32, hybrid.
+//! CONV_2D: int8 per-channel, float32, hybrid (int8 weights, float activations).
+//!
+//! The scalar references follow TFLite's `reference_integer_ops::ConvPerChannel`,
+//! `reference_ops::Conv` (float) and the two hybrid paths of `conv.cc` loop for loop, so the
+//! integer results are bit-exact and the float results accumulate in the same order.
+//!
+//! Converter notes shared by all three structs:
+//! - `window.stride_*` = `stride_h/stride_w`, `window.dilation_*` = `dilation_h_factor/dilation_w_factor`
+//!   of `Conv2DOptions`; `window.pad_top/pad_left` = TFLite's `ComputePaddingHeightWidth` result
+//!   (`padding.height/width`): 0 for VALID; for SAME,
+//!   `max(0, ((out - 1) * stride + (k - 1) * dilation + 1 - in) / 2)` with integer division
+//!   (the extra odd pixel goes to the bottom/right and needs no field: out-of-image taps are skipped).
+//! - `output` shape = TFLite's output `[N, out_h, out_w, out_channels]`.
 
 use serde::{Deserialize, Serialize};
 
+use super::hybrid::{self, InputQuantization};
 use super::{Activation, Kernel, Requant, Window};
-use crate::arena::{Tensors, Validator};
-use crate::error::Result;
-use crate::tensor::TensorDef;
+use crate::arena::{as_f32_mut, as_i8_mut, Tensors, Validator};
+use crate::error::{Error, Result};
+use crate::quant::multiply_by_quantized_multiplier;
+use crate::tensor::{DType, TensorDef};
 
-/// Int8 convolution, NHWC input, OHWI filter, per-channel requantization.
+/// Int8 convolution, NHWC input, OHWI filter, per-channel requantization
+/// (`reference_integer_ops::ConvPerChannel`).
+///
+/// How the converter fills each field from the TFLite CONV_2D (input int8, filter int8
+/// symmetric, bias int32, output int8):
+/// - `input`: `[N, H, W, C_in]`; `filter`: `[C_out, kh, kw, C_in / groups]` (grouped convolution when
+///   the filter's last dimension divides `C_in`); `bias`: `[C_out]` int32 or `None`; `output`: `[N, oh, ow, C_out]`.
+/// - `input_offset = -input.zero_point`, `output_offset = output.zero_point`.
+/// - `requant.multipliers[c], requant.shifts[c] = quantize_multiplier(input_scale as f64 *
+///   filter_scale[c] as f64 / output_scale as f64)` for every output channel `c`
+///   (`PopulateConvolutionQuantizationParams`: the scales are `f32` in the file, widened to
+///   `f64` before multiplying; a per-tensor filter scale is broadcast to all channels; a single
+///   entry is also accepted and then applies to every channel).
+/// - `act_min/act_max` = `CalculateActivationRangeQuantized` for the fused activation:
+///   with `q(x) = output_zp + round_half_away(x / output_scale)` (f32 division):
+///   NONE → `[-128, 127]`; RELU → `[max(-128, zp), 127]`; RELU6 → `[max(-128, zp), min(127, q(6))]`;
+///   RELU_N1_TO_1 → `[max(-128, q(-1)), min(127, q(1))]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conv2dS8 {
     pub input: TensorDef,
@@ -25,6 +55,10 @@ pub struct Conv2dS8 {
     pub act_max: i32,
 }
 
+/// Float32 convolution (`reference_ops::Conv`).
+///
+/// Converter: `input`, `filter` (`[C_out, kh, kw, C_in / groups]`), `bias` (`[C_out]` f32 or
+/// `None`) and `output` as in the TFLite op; `activation` = the fused activation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conv2dF32 {
     pub input: TensorDef,
@@ -35,7 +69,25 @@ pub struct Conv2dF32 {
     pub activation: Activation,
 }
 
-/// Int8 weights, float activations (dynamic-range quantization).
+/// Hybrid convolution: int8 weights, float input/bias/output (TFLite dynamic-range
+/// quantization, `conv.cc` `EvalHybrid` / `EvalHybridPerChannel`).
+///
+/// TFLite picks the arithmetic from the filter scales, and so does this kernel at run time:
+/// - all scales equal (or one scale): `EvalHybrid` — each batch of the input is quantized
+///   *symmetrically*, the scale is `batch_factor * filter_scale`, padding and dilation as
+///   given, `out = clamp((0 + acc * scale) + bias)`;
+/// - scales differ: `EvalHybridPerChannel` — each batch is quantized *asymmetrically*,
+///   `out = clamp(acc * filter_scale[c] * batch_factor + bias)`, and TFLite runs this path with
+///   dilation forced to 1 (whatever the options say); this kernel does the same.
+///
+/// Converter:
+/// - `input` f32 `[N, H, W, C_in]`, `filter` int8 `[C_out, kh, kw, C_in / groups]` (symmetric;
+///   its zero point is ignored, as TFLite does), `bias` f32 `[C_out]` or `None`, `output` f32.
+/// - `filter_scales`: `F32` constant with the filter's quantization scales exactly as in the
+///   file (1 entry, or `C_out` entries).
+/// - `scratch`: an `I32` arena tensor of at least
+///   [`hybrid::scratch_elements`]`(N, input elements)` elements, not overlapping `input` or
+///   `output` (see [`super::hybrid`] for its layout); it is dead after this op.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conv2dHybrid {
     pub input: TensorDef,
@@ -45,9 +97,574 @@ pub struct Conv2dHybrid {
     pub output: TensorDef,
     pub window: Window,
     pub activation: Activation,
-    pub asymmetric_quantize_inputs: bool,
+    pub scratch: TensorDef,
 }
 
-pending_kernel!(Conv2dS8, "CONV_2D");
-pending_kernel!(Conv2dF32, "CONV_2D");
-pending_kernel!(Conv2dHybrid, "CONV_2D");
+/// NHWC geometry of a windowed operator, read from its tensor shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpatialDims {
+    pub batches: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub in_c: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+    pub out_c: usize,
+    pub filter_h: usize,
+    pub filter_w: usize,
+    /// Input channels each filter reads (`in_c / groups` for CONV_2D, 1 for depthwise/pooling).
+    pub filter_in_c: usize,
+}
+
+impl SpatialDims {
+    pub fn groups(&self) -> usize {
+        self.in_c / self.filter_in_c
+    }
+
+    pub fn filters_per_group(&self) -> usize {
+        self.out_c / self.groups()
+    }
+
+    #[inline(always)]
+    pub fn input_index(&self, b: usize, y: usize, x: usize, c: usize) -> usize {
+        ((b * self.in_h + y) * self.in_w + x) * self.in_c + c
+    }
+
+    #[inline(always)]
+    pub fn output_index(&self, b: usize, y: usize, x: usize, c: usize) -> usize {
+        ((b * self.out_h + y) * self.out_w + x) * self.out_c + c
+    }
+
+    pub fn output_elements(&self) -> usize {
+        self.batches * self.out_h * self.out_w * self.out_c
+    }
+}
+
+/// A 4-D shape (TFLite requires rank 4 for these ops) with no zero dimension.
+pub(crate) fn nhwc(t: &TensorDef) -> Option<[usize; 4]> {
+    if t.shape.rank() != 4 {
+        return None;
+    }
+    let dims = t.shape.as_4d()?;
+    dims.iter().all(|&d| d > 0).then_some(dims)
+}
+
+/// Input coordinate of a filter tap, `None` when it falls in the padding.
+#[inline(always)]
+pub(crate) fn tap(
+    out: usize,
+    stride: u16,
+    pad: u16,
+    k: usize,
+    dilation: u16,
+    size: usize,
+) -> Option<usize> {
+    let pos = (out * stride as usize + k * dilation as usize) as i64 - pad as i64;
+    (pos >= 0 && (pos as usize) < size).then_some(pos as usize)
+}
+
+fn conv_dims(input: &TensorDef, filter: &TensorDef, output: &TensorDef) -> Option<SpatialDims> {
+    let [batches, in_h, in_w, in_c] = nhwc(input)?;
+    let [out_c, filter_h, filter_w, filter_in_c] = nhwc(filter)?;
+    let [out_n, out_h, out_w, out_c2] = nhwc(output)?;
+    if out_n != batches || out_c2 != out_c || in_c % filter_in_c != 0 {
+        return None;
+    }
+    let groups = in_c / filter_in_c;
+    if out_c % groups != 0 {
+        return None;
+    }
+    Some(SpatialDims {
+        batches,
+        in_h,
+        in_w,
+        in_c,
+        out_h,
+        out_w,
+        out_c,
+        filter_h,
+        filter_w,
+        filter_in_c,
+    })
+}
+
+const SHAPES: Error = Error::Malformed {
+    what: "convolution shapes",
+};
+const PER_CHANNEL: Error = Error::Malformed {
+    what: "per-channel array length",
+};
+
+/// Checks an optional per-channel array (bias) against the channel count.
+pub(crate) fn check_len<T>(data: Option<&[T]>, channels: usize) -> Result<()> {
+    match data {
+        Some(d) if d.len() != channels => Err(PER_CHANNEL),
+        _ => Ok(()),
+    }
+}
+
+/// Checks the requantization arrays at run time: one or `channels` entries, shifts in TFLite's range.
+pub(crate) fn check_requant(multipliers: &[i32], shifts: &[i32], channels: usize) -> Result<()> {
+    let n = multipliers.len();
+    if (n != 1 && n != channels) || shifts.len() != n {
+        return Err(PER_CHANNEL);
+    }
+    if shifts.iter().any(|s| !(-31..=30).contains(s)) {
+        return Err(Error::Malformed {
+            what: "requantization shift out of range",
+        });
+    }
+    Ok(())
+}
+
+/// Checks a scale array: one or `channels` entries.
+pub(crate) fn check_scales(scales: &[f32], channels: usize) -> Result<()> {
+    if scales.len() == 1 || scales.len() == channels {
+        Ok(())
+    } else {
+        Err(PER_CHANNEL)
+    }
+}
+
+/// Entry `c` of an array that holds either one value for all channels or one per channel.
+#[inline(always)]
+pub(crate) fn per_channel<T: Copy>(values: &[T], c: usize) -> T {
+    if values.len() == 1 {
+        values[0]
+    } else {
+        values[c]
+    }
+}
+
+/// Scalar reference for [`Conv2dS8`] (`reference_integer_ops::ConvPerChannel`).
+///
+/// `bias` has `out_c` entries; `multipliers`/`shifts` one or `out_c` (checked by the caller).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_s8_reference(
+    p: &Conv2dS8,
+    d: SpatialDims,
+    input: &[i8],
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    multipliers: &[i32],
+    shifts: &[i32],
+    output: &mut [i8],
+) {
+    let w = p.window;
+    let filters_per_group = d.filters_per_group();
+    for b in 0..d.batches {
+        for out_y in 0..d.out_h {
+            for out_x in 0..d.out_w {
+                for oc in 0..d.out_c {
+                    let in_c_base = (oc / filters_per_group) * d.filter_in_c;
+                    let mut acc: i32 = 0;
+                    for fy in 0..d.filter_h {
+                        let Some(in_y) =
+                            tap(out_y, w.stride_h, w.pad_top, fy, w.dilation_h, d.in_h)
+                        else {
+                            continue;
+                        };
+                        for fx in 0..d.filter_w {
+                            let Some(in_x) =
+                                tap(out_x, w.stride_w, w.pad_left, fx, w.dilation_w, d.in_w)
+                            else {
+                                continue;
+                            };
+                            let in_at = d.input_index(b, in_y, in_x, in_c_base);
+                            let f_at = ((oc * d.filter_h + fy) * d.filter_w + fx) * d.filter_in_c;
+                            let pixel = &input[in_at..in_at + d.filter_in_c];
+                            let taps = &filter[f_at..f_at + d.filter_in_c];
+                            for (&x, &f) in pixel.iter().zip(taps) {
+                                acc = acc.wrapping_add(
+                                    (f as i32).wrapping_mul(x as i32 + p.input_offset),
+                                );
+                            }
+                        }
+                    }
+                    if let Some(bias) = bias {
+                        acc = acc.wrapping_add(bias[oc]);
+                    }
+                    let mut v = multiply_by_quantized_multiplier(
+                        acc,
+                        per_channel(multipliers, oc),
+                        per_channel(shifts, oc),
+                    );
+                    v = v.wrapping_add(p.output_offset).clamp(p.act_min, p.act_max);
+                    output[d.output_index(b, out_y, out_x, oc)] = v as i8;
+                }
+            }
+        }
+    }
+}
+
+/// Scalar reference for [`Conv2dF32`] (`reference_ops::Conv`, same summation order).
+pub fn conv2d_f32_reference(
+    window: Window,
+    activation: Activation,
+    d: SpatialDims,
+    input: &[f32],
+    filter: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+) {
+    let w = window;
+    let filters_per_group = d.filters_per_group();
+    for b in 0..d.batches {
+        for out_y in 0..d.out_h {
+            for out_x in 0..d.out_w {
+                for oc in 0..d.out_c {
+                    let in_c_base = (oc / filters_per_group) * d.filter_in_c;
+                    let mut total = 0.0f32;
+                    for fy in 0..d.filter_h {
+                        let Some(in_y) =
+                            tap(out_y, w.stride_h, w.pad_top, fy, w.dilation_h, d.in_h)
+                        else {
+                            continue;
+                        };
+                        for fx in 0..d.filter_w {
+                            let Some(in_x) =
+                                tap(out_x, w.stride_w, w.pad_left, fx, w.dilation_w, d.in_w)
+                            else {
+                                continue;
+                            };
+                            let in_at = d.input_index(b, in_y, in_x, in_c_base);
+                            let f_at = ((oc * d.filter_h + fy) * d.filter_w + fx) * d.filter_in_c;
+                            let pixel = &input[in_at..in_at + d.filter_in_c];
+                            let taps = &filter[f_at..f_at + d.filter_in_c];
+                            for (&x, &f) in pixel.iter().zip(taps) {
+                                total += x * f;
+                            }
+                        }
+                    }
+                    let bias_value = bias.map_or(0.0, |bias| bias[oc]);
+                    output[d.output_index(b, out_y, out_x, oc)] =
+                        activation.apply_f32(total + bias_value);
+                }
+            }
+        }
+    }
+}
+
+/// Which of TFLite's two hybrid convolution paths applies to these filter scales.
+pub fn hybrid_conv_quantization(filter_scales: &[f32]) -> InputQuantization {
+    let first = filter_scales.first().copied().unwrap_or(0.0);
+    if filter_scales.iter().any(|&s| s != first) {
+        InputQuantization::Asymmetric
+    } else {
+        InputQuantization::Symmetric
+    }
+}
+
+/// Scalar reference for [`Conv2dHybrid`], after the input was quantized per batch:
+/// `quantized`, `scaling_factors` and `input_offsets` as [`hybrid::quantize_batches`] left them
+/// with the mode from [`hybrid_conv_quantization`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_hybrid_reference(
+    window: Window,
+    activation: Activation,
+    d: SpatialDims,
+    quantized: &[i8],
+    scaling_factors: &[f32],
+    input_offsets: &[i32],
+    filter: &[i8],
+    filter_scales: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+) {
+    let mode = hybrid_conv_quantization(filter_scales);
+    let mut w = window;
+    if mode == InputQuantization::Asymmetric {
+        // EvalHybridPerChannel sets dilation to 1 before calling HybridConvPerChannel.
+        w.dilation_h = 1;
+        w.dilation_w = 1;
+    }
+    let filters_per_group = d.filters_per_group();
+    for b in 0..d.batches {
+        let batch_factor = scaling_factors[b];
+        let zero_point = input_offsets[b];
+        // EvalHybrid folds the filter scale into the batch factor (`scaling_factors_ptr[b] *= filter->params.scale`).
+        let symmetric_scale = batch_factor * filter_scales[0];
+        for out_y in 0..d.out_h {
+            for out_x in 0..d.out_w {
+                for oc in 0..d.out_c {
+                    let in_c_base = (oc / filters_per_group) * d.filter_in_c;
+                    let mut acc: i32 = 0;
+                    for fy in 0..d.filter_h {
+                        let Some(in_y) =
+                            tap(out_y, w.stride_h, w.pad_top, fy, w.dilation_h, d.in_h)
+                        else {
+                            continue;
+                        };
+                        for fx in 0..d.filter_w {
+                            let Some(in_x) =
+                                tap(out_x, w.stride_w, w.pad_left, fx, w.dilation_w, d.in_w)
+                            else {
+                                continue;
+                            };
+                            let in_at = d.input_index(b, in_y, in_x, in_c_base);
+                            let f_at = ((oc * d.filter_h + fy) * d.filter_w + fx) * d.filter_in_c;
+                            let pixel = &quantized[in_at..in_at + d.filter_in_c];
+                            let taps = &filter[f_at..f_at + d.filter_in_c];
+                            for (&x, &f) in pixel.iter().zip(taps) {
+                                acc = acc
+                                    .wrapping_add((f as i32).wrapping_mul(x as i32 - zero_point));
+                            }
+                        }
+                    }
+                    let bias_value = bias.map(|bias| bias[oc]);
+                    let value = match mode {
+                        InputQuantization::Symmetric => {
+                            // Output starts at 0, the GEMM adds acc * scale, then the bias is added.
+                            let v = 0.0f32 + acc as f32 * symmetric_scale;
+                            bias_value.map_or(v, |bias| v + bias)
+                        }
+                        InputQuantization::Asymmetric => {
+                            let v = acc as f32 * per_channel(filter_scales, oc) * batch_factor;
+                            bias_value.map_or(v, |bias| v + bias)
+                        }
+                    };
+                    output[d.output_index(b, out_y, out_x, oc)] = activation.apply_f32(value);
+                }
+            }
+        }
+    }
+}
+
+fn validate_conv_common(
+    v: &Validator,
+    input: &TensorDef,
+    filter: &TensorDef,
+    output: &TensorDef,
+    window: &Window,
+    io: DType,
+    weights: DType,
+) -> Result<SpatialDims> {
+    v.activation(input, io)?;
+    v.constant(filter, weights)?;
+    v.activation(output, io)?;
+    v.disjoint(input, output)?;
+    window.validate(v)?;
+    conv_dims(input, filter, output).ok_or(v.fail(
+        "input, filter and output shapes do not form a convolution (NHWC, OHWI, channels divisible by groups)",
+    ))
+}
+
+fn validate_bias(
+    v: &Validator,
+    bias: &Option<TensorDef>,
+    dtype: DType,
+    channels: usize,
+) -> Result<()> {
+    if let Some(bias) = bias {
+        v.constant(bias, dtype)?;
+        v.elements(bias, channels, "bias length differs from output channels")?;
+    }
+    Ok(())
+}
+
+/// Checks the zero-point offsets of an int8 op.
+pub(crate) fn validate_offsets(v: &Validator, input_offset: i32, output_offset: i32) -> Result<()> {
+    v.check(
+        (-127..=128).contains(&input_offset),
+        "input zero point out of range",
+    )?;
+    v.check(
+        (-128..=127).contains(&output_offset),
+        "output zero point out of range",
+    )
+}
+
+/// Checks a float filter-scale constant: one entry or one per channel.
+pub(crate) fn validate_scales(v: &Validator, scales: &TensorDef, channels: usize) -> Result<()> {
+    v.constant(scales, DType::F32)?;
+    let n = scales.elements();
+    v.check(
+        n == 1 || n == channels,
+        "filter scales need one entry or one per output channel",
+    )
+}
+
+impl Kernel for Conv2dS8 {
+    fn name(&self) -> &'static str {
+        "CONV_2D"
+    }
+
+    fn validate(&self, v: &Validator) -> Result<()> {
+        let d = validate_conv_common(
+            v,
+            &self.input,
+            &self.filter,
+            &self.output,
+            &self.window,
+            DType::I8,
+            DType::I8,
+        )?;
+        validate_bias(v, &self.bias, DType::I32, d.out_c)?;
+        self.requant.validate(v, d.out_c)?;
+        v.act_range_s8(self.act_min, self.act_max)?;
+        validate_offsets(v, self.input_offset, self.output_offset)
+    }
+
+    fn eval(&self, t: &mut Tensors<'_>) -> Result<()> {
+        let d = conv_dims(&self.input, &self.filter, &self.output).ok_or(SHAPES)?;
+        let (ins, out) = t.split(&self.output)?;
+        let bias = ins.opt_i32(&self.bias)?;
+        let multipliers = ins.i32(&self.requant.multipliers)?;
+        let shifts = ins.i32(&self.requant.shifts)?;
+        check_len(bias, d.out_c)?;
+        check_requant(multipliers, shifts, d.out_c)?;
+        conv2d_s8_reference(
+            self,
+            d,
+            ins.i8(&self.input)?,
+            ins.i8(&self.filter)?,
+            bias,
+            multipliers,
+            shifts,
+            as_i8_mut(out),
+        );
+        Ok(())
+    }
+
+    fn output(&self) -> &TensorDef {
+        &self.output
+    }
+
+    fn for_each_input(&self, f: &mut dyn FnMut(&TensorDef)) {
+        f(&self.input);
+        f(&self.filter);
+        if let Some(b) = &self.bias {
+            f(b);
+        }
+    }
+
+    fn macs(&self) -> u64 {
+        conv_macs(&self.output, &self.filter)
+    }
+}
+
+fn conv_macs(output: &TensorDef, filter: &TensorDef) -> u64 {
+    let per_output = filter.shape.dim(1) * filter.shape.dim(2) * filter.shape.dim(3);
+    output.elements() as u64 * per_output as u64
+}
+
+impl Kernel for Conv2dF32 {
+    fn name(&self) -> &'static str {
+        "CONV_2D"
+    }
+
+    fn validate(&self, v: &Validator) -> Result<()> {
+        let d = validate_conv_common(
+            v,
+            &self.input,
+            &self.filter,
+            &self.output,
+            &self.window,
+            DType::F32,
+            DType::F32,
+        )?;
+        validate_bias(v, &self.bias, DType::F32, d.out_c)
+    }
+
+    fn eval(&self, t: &mut Tensors<'_>) -> Result<()> {
+        let d = conv_dims(&self.input, &self.filter, &self.output).ok_or(SHAPES)?;
+        let (ins, out) = t.split(&self.output)?;
+        let bias = ins.opt_f32(&self.bias)?;
+        check_len(bias, d.out_c)?;
+        conv2d_f32_reference(
+            self.window,
+            self.activation,
+            d,
+            ins.f32(&self.input)?,
+            ins.f32(&self.filter)?,
+            bias,
+            as_f32_mut(out)?,
+        );
+        Ok(())
+    }
+
+    fn output(&self) -> &TensorDef {
+        &self.output
+    }
+
+    fn for_each_input(&self, f: &mut dyn FnMut(&TensorDef)) {
+        f(&self.input);
+        f(&self.filter);
+        if let Some(b) = &self.bias {
+            f(b);
+        }
+    }
+
+    fn macs(&self) -> u64 {
+        conv_macs(&self.output, &self.filter)
+    }
+}
+
+impl Kernel for Conv2dHybrid {
+    fn name(&self) -> &'static str {
+        "CONV_2D"
+    }
+
+    fn validate(&self, v: &Validator) -> Result<()> {
+        let d = validate_conv_common(
+            v,
+            &self.input,
+            &self.filter,
+            &self.output,
+            &self.window,
+            DType::F32,
+            DType::I8,
+        )?;
+        validate_bias(v, &self.bias, DType::F32, d.out_c)?;
+        validate_scales(v, &self.filter_scales, d.out_c)?;
+        hybrid::validate_scratch(v, &self.scratch, &self.input, &self.output, d.batches)
+    }
+
+    fn eval(&self, t: &mut Tensors<'_>) -> Result<()> {
+        let d = conv_dims(&self.input, &self.filter, &self.output).ok_or(SHAPES)?;
+        let input_elements = self.input.elements();
+        // Phase 1: quantize the input into the scratch tensor.
+        {
+            let (ins, scratch) = t.split(&self.scratch)?;
+            let scales = ins.f32(&self.filter_scales)?;
+            check_scales(scales, d.out_c)?;
+            let mode = hybrid_conv_quantization(scales);
+            let mut s = hybrid::split_scratch_mut(scratch, d.batches, input_elements)?;
+            hybrid::quantize_batches(ins.f32(&self.input)?, d.batches, mode, &mut s);
+        }
+        // Phase 2: integer accumulation and float rescale into the output.
+        let (ins, out) = t.split(&self.output)?;
+        let s = hybrid::split_scratch(ins.get(&self.scratch)?, d.batches, input_elements)?;
+        let bias = ins.opt_f32(&self.bias)?;
+        check_len(bias, d.out_c)?;
+        conv2d_hybrid_reference(
+            self.window,
+            self.activation,
+            d,
+            s.quantized,
+            s.scaling_factors,
+            s.input_offsets,
+            ins.i8(&self.filter)?,
+            ins.f32(&self.filter_scales)?,
+            bias,
+            as_f32_mut(out)?,
+        );
+        Ok(())
+    }
+
+    fn output(&self) -> &TensorDef {
+        &self.output
+    }
+
+    fn for_each_input(&self, f: &mut dyn FnMut(&TensorDef)) {
+        f(&self.input);
+        f(&self.filter);
+        if let Some(b) = &self.bias {
+            f(b);
+        }
+    }
+
+    fn macs(&self) -> u64 {
+        conv_macs(&self.output, &self.filter)
+    }
+}

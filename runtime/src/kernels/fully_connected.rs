@@ -3,8 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::conv::{check_len, check_scales, validate_scales};
+use super::hybrid::{self, InputQuantization};
 use super::{Activation, Kernel, Requant};
-use crate::arena::{as_i8_mut, Tensors, Validator};
+use crate::arena::{as_f32_mut, as_i8_mut, Tensors, Validator};
 use crate::error::Result;
 use crate::quant::multiply_by_quantized_multiplier;
 use crate::tensor::{DType, TensorDef};
@@ -165,7 +167,11 @@ impl Kernel for FullyConnectedS8 {
     }
 }
 
-/// Float32 fully connected.
+/// Float32 fully connected (`reference_ops::FullyConnected`, float).
+///
+/// Converter: `input` (`[batches.., accum_depth]`), `filter` (`[output_depth, accum_depth]`),
+/// `bias` (`[output_depth]` or `None`) and `output` as in the TFLite op; `activation` = the fused
+/// activation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FullyConnectedF32 {
     pub input: TensorDef,
@@ -176,7 +182,22 @@ pub struct FullyConnectedF32 {
 }
 
 /// Hybrid fully connected: int8 weights with per-channel (or per-tensor) float scales, float
-/// activations quantized on the fly (TFLite's dynamic-range quantization).
+/// activations quantized on the fly (TFLite's dynamic-range quantization, `fully_connected.cc`
+/// `EvalHybrid`, which TFLite runs the same way for every kernel type).
+///
+/// Arithmetic: the output starts as the bias (or 0); an all-zero input leaves it there. Otherwise
+/// each row of `accum_depth` inputs is quantized (symmetric, or asymmetric with a zero point
+/// when `asymmetric_quantize_inputs`), and `out += (sum(w * (q - zero_point))) as f32 * scale`
+/// with `scale = batch_factor * filter_scale` (per tensor) or `batch_factor * filter_scale[row]`.
+/// The fused activation comes last.
+///
+/// Converter:
+/// - `input` f32, `filter` int8 `[output_depth, accum_depth]` (symmetric), `bias` f32 or `None`, `output` f32.
+/// - `filter_scales`: `F32` constant with the filter's scales as in the file (1 or `output_depth` entries).
+/// - `asymmetric_quantize_inputs`: `FullyConnectedOptions.asymmetric_quantize_inputs`.
+/// - `scratch`: `I32` arena tensor of at least [`hybrid::scratch_elements`]`(batches, input elements)`
+///   elements with `batches = input elements / accum_depth`, disjoint from `input` and `output`
+///   (layout in [`super::hybrid`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FullyConnectedHybrid {
     pub input: TensorDef,
@@ -188,7 +209,227 @@ pub struct FullyConnectedHybrid {
     pub activation: Activation,
     /// TFLite's `asymmetric_quantize_inputs` option.
     pub asymmetric_quantize_inputs: bool,
+    pub scratch: TensorDef,
 }
 
-pending_kernel!(FullyConnectedF32, "FULLY_CONNECTED");
-pending_kernel!(FullyConnectedHybrid, "FULLY_CONNECTED");
+/// Scalar reference for [`FullyConnectedF32`] (`reference_ops::FullyConnected`, same summation order).
+pub fn fully_connected_f32_reference(
+    activation: Activation,
+    dims: FcDims,
+    input: &[f32],
+    filter: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+) {
+    let rows = input.chunks_exact(dims.accum_depth).take(dims.batches);
+    for (row, out_row) in rows.zip(output.chunks_exact_mut(dims.output_depth)) {
+        let weight_rows = filter.chunks_exact(dims.accum_depth);
+        for (oc, (weights, out)) in weight_rows.zip(out_row.iter_mut()).enumerate() {
+            let mut total = 0.0f32;
+            for (&x, &w) in row.iter().zip(weights) {
+                total += x * w;
+            }
+            let bias_value = bias.map_or(0.0, |bias| bias[oc]);
+            *out = activation.apply_f32(total + bias_value);
+        }
+    }
+}
+
+/// Scalar reference for [`FullyConnectedHybrid`] after per-row quantization of the input.
+/// `input_is_zero` is TFLite's `IsZeroVector` shortcut over the whole float input.
+#[allow(clippy::too_many_arguments)]
+pub fn fully_connected_hybrid_reference(
+    activation: Activation,
+    dims: FcDims,
+    input_is_zero: bool,
+    quantized: &[i8],
+    scaling_factors: &[f32],
+    input_offsets: &[i32],
+    filter: &[i8],
+    filter_scales: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+) {
+    let per_channel = filter_scales.len() > 1;
+    let rows = quantized.chunks_exact(dims.accum_depth).take(dims.batches);
+    for (b, (row, out_row)) in rows
+        .zip(output.chunks_exact_mut(dims.output_depth))
+        .enumerate()
+    {
+        // Per tensor, TFLite folds the filter scale into the batch factor first.
+        let batch_factor = if per_channel {
+            scaling_factors[b]
+        } else {
+            scaling_factors[b] * filter_scales[0]
+        };
+        let zero_point = input_offsets[b];
+        let weight_rows = filter.chunks_exact(dims.accum_depth);
+        for (oc, (weights, out)) in weight_rows.zip(out_row.iter_mut()).enumerate() {
+            let start = bias.map_or(0.0, |bias| bias[oc]);
+            if input_is_zero {
+                *out = activation.apply_f32(start);
+                continue;
+            }
+            let mut dot: i32 = 0;
+            for (&q, &w) in row.iter().zip(weights) {
+                dot = dot.wrapping_add((w as i32).wrapping_mul(q as i32 - zero_point));
+            }
+            let scale = if per_channel {
+                batch_factor * filter_scales[oc]
+            } else {
+                batch_factor
+            };
+            *out = activation.apply_f32(start + dot as f32 * scale);
+        }
+    }
+}
+
+fn validate_fc_float_io(
+    v: &Validator,
+    input: &TensorDef,
+    filter: &TensorDef,
+    bias: &Option<TensorDef>,
+    output: &TensorDef,
+    weights: DType,
+) -> Result<FcDims> {
+    v.activation(input, DType::F32)?;
+    v.constant(filter, weights)?;
+    v.activation(output, DType::F32)?;
+    v.disjoint(input, output)?;
+    let dims = fc_dims(input, filter, output)
+        .ok_or(v.fail("input, weights and output shapes do not match"))?;
+    if let Some(bias) = bias {
+        v.constant(bias, DType::F32)?;
+        v.elements(
+            bias,
+            dims.output_depth,
+            "bias length differs from output depth",
+        )?;
+    }
+    Ok(dims)
+}
+
+const FC_SHAPES: crate::Error = crate::Error::Malformed {
+    what: "fully connected shapes",
+};
+
+impl Kernel for FullyConnectedF32 {
+    fn name(&self) -> &'static str {
+        "FULLY_CONNECTED"
+    }
+
+    fn validate(&self, v: &Validator) -> Result<()> {
+        validate_fc_float_io(
+            v,
+            &self.input,
+            &self.filter,
+            &self.bias,
+            &self.output,
+            DType::F32,
+        )
+        .map(|_| ())
+    }
+
+    fn eval(&self, t: &mut Tensors<'_>) -> Result<()> {
+        let dims = fc_dims(&self.input, &self.filter, &self.output).ok_or(FC_SHAPES)?;
+        let (ins, out) = t.split(&self.output)?;
+        let bias = ins.opt_f32(&self.bias)?;
+        check_len(bias, dims.output_depth)?;
+        fully_connected_f32_reference(
+            self.activation,
+            dims,
+            ins.f32(&self.input)?,
+            ins.f32(&self.filter)?,
+            bias,
+            as_f32_mut(out)?,
+        );
+        Ok(())
+    }
+
+    fn output(&self) -> &TensorDef {
+        &self.output
+    }
+
+    fn for_each_input(&self, f: &mut dyn FnMut(&TensorDef)) {
+        f(&self.input);
+        f(&self.filter);
+        if let Some(b) = &self.bias {
+            f(b);
+        }
+    }
+
+    fn macs(&self) -> u64 {
+        (self.output.elements() as u64) * (self.filter.shape.dim(1) as u64)
+    }
+}
+
+impl Kernel for FullyConnectedHybrid {
+    fn name(&self) -> &'static str {
+        "FULLY_CONNECTED"
+    }
+
+    fn validate(&self, v: &Validator) -> Result<()> {
+        let dims = validate_fc_float_io(
+            v,
+            &self.input,
+            &self.filter,
+            &self.bias,
+            &self.output,
+            DType::I8,
+        )?;
+        validate_scales(v, &self.filter_scales, dims.output_depth)?;
+        hybrid::validate_scratch(v, &self.scratch, &self.input, &self.output, dims.batches)
+    }
+
+    fn eval(&self, t: &mut Tensors<'_>) -> Result<()> {
+        let dims = fc_dims(&self.input, &self.filter, &self.output).ok_or(FC_SHAPES)?;
+        let input_elements = self.input.elements();
+        let mode = if self.asymmetric_quantize_inputs {
+            InputQuantization::Asymmetric
+        } else {
+            InputQuantization::Symmetric
+        };
+        let input_is_zero = {
+            let (ins, scratch) = t.split(&self.scratch)?;
+            let input = ins.f32(&self.input)?;
+            let mut s = hybrid::split_scratch_mut(scratch, dims.batches, input_elements)?;
+            hybrid::quantize_batches(input, dims.batches, mode, &mut s);
+            input.iter().all(|&x| x == 0.0)
+        };
+        let (ins, out) = t.split(&self.output)?;
+        let s = hybrid::split_scratch(ins.get(&self.scratch)?, dims.batches, input_elements)?;
+        let bias = ins.opt_f32(&self.bias)?;
+        let scales = ins.f32(&self.filter_scales)?;
+        check_len(bias, dims.output_depth)?;
+        check_scales(scales, dims.output_depth)?;
+        fully_connected_hybrid_reference(
+            self.activation,
+            dims,
+            input_is_zero,
+            s.quantized,
+            s.scaling_factors,
+            s.input_offsets,
+            ins.i8(&self.filter)?,
+            scales,
+            bias,
+            as_f32_mut(out)?,
+        );
+        Ok(())
+    }
+
+    fn output(&self) -> &TensorDef {
+        &self.output
+    }
+
+    fn for_each_input(&self, f: &mut dyn FnMut(&TensorDef)) {
+        f(&self.input);
+        f(&self.filter);
+        if let Some(b) = &self.bias {
+            f(b);
+        }
+    }
+
+    fn macs(&self) -> u64 {
+        (self.output.elements() as u64) * (self.filter.shape.dim(1) as u64)
+    }
+}

@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::tensor::TensorDef;
 
 /// Placeholder `Kernel` impl for an op whose kernel has not landed: it refuses to load.
+#[allow(unused_macros)]
 macro_rules! pending_kernel {
     ($ty:ty, $name:expr) => {
         impl Kernel for $ty {
@@ -39,6 +40,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod elementwise;
 pub mod fully_connected;
+pub mod hybrid;
 pub mod pad;
 pub mod pooling;
 pub mod quantize;
