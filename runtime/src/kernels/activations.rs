@@ -114,7 +114,7 @@ pub fn softmax_f32_reference(beta: f32, depth: usize, input: &[f32], output: &mu
         }
         let mut sum = 0.0f32;
         for (o, &x) in out_row.iter_mut().zip(row) {
-            *o = libm::expf((x - max) * beta);
+            *o = expf((x - max) * beta);
             sum += *o;
         }
         for o in out_row.iter_mut() {
@@ -197,6 +197,35 @@ pub struct TanhF32 {
     pub output: TensorDef,
 }
 
+/// `expf` as TFLite calls it: the host C library's with the `std` feature (bit-exact with the
+/// TFLite wheel on Linux/glibc), `libm`'s on the device (may differ in the last bit).
+#[inline]
+pub fn expf(x: f32) -> f32 {
+    #[cfg(feature = "std")]
+    {
+        extern crate std;
+        x.exp()
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        libm::expf(x)
+    }
+}
+
+/// `tanhf`, chosen like [`expf`].
+#[inline]
+pub fn tanhf(x: f32) -> f32 {
+    #[cfg(feature = "std")]
+    {
+        extern crate std;
+        x.tanh()
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        libm::tanhf(x)
+    }
+}
+
 /// `reference_ops::Logistic` for float, with its cutoffs.
 #[inline]
 pub fn logistic_f32(x: f32) -> f32 {
@@ -205,9 +234,9 @@ pub fn logistic_f32(x: f32) -> f32 {
     if x > CUTOFF_UPPER {
         1.0
     } else if x < CUTOFF_LOWER {
-        libm::expf(x)
+        expf(x)
     } else {
-        1.0 / (1.0 + libm::expf(-x))
+        1.0 / (1.0 + expf(-x))
     }
 }
 
@@ -248,7 +277,7 @@ macro_rules! float_unary {
     };
 }
 float_unary!(LogisticF32, "LOGISTIC", logistic_f32);
-float_unary!(TanhF32, "TANH", libm::tanhf);
+float_unary!(TanhF32, "TANH", tanhf);
 
 fn softmax_depth(input: &TensorDef, output: &TensorDef) -> Option<usize> {
     let depth = input.shape.last();
