@@ -41,3 +41,46 @@ impl TickCounter {
         (result, start.wrapping_sub(end) & RELOAD)
     }
 }
+
+static WRAPS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// SysTick with its wrap interrupt counting the high bits: a 64-bit tick clock for
+/// `ember_firmware::Clock` (cycles = ticks; instructions = ticks * 40 under `-icount shift=0`).
+pub struct SysTickClock {
+    _syst: SYST,
+}
+
+impl core::fmt::Debug for SysTickClock {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SysTickClock").finish_non_exhaustive()
+    }
+}
+
+impl SysTickClock {
+    pub fn new(mut syst: SYST) -> Self {
+        syst.set_clock_source(SystClkSource::Core);
+        syst.set_reload(RELOAD);
+        syst.clear_current();
+        syst.enable_interrupt();
+        syst.enable_counter();
+        SysTickClock { _syst: syst }
+    }
+
+    /// Ticks since [`SysTickClock::new`].
+    pub fn ticks(&self) -> u64 {
+        use core::sync::atomic::Ordering;
+        loop {
+            let high = WRAPS.load(Ordering::Acquire);
+            let current = SYST::get_current();
+            // A wrap between the two reads would pair the old count with the new value.
+            if WRAPS.load(Ordering::Acquire) == high {
+                return (u64::from(high) << 24) | u64::from(RELOAD - current);
+            }
+        }
+    }
+}
+
+#[cortex_m_rt::exception]
+fn SysTick() {
+    WRAPS.fetch_add(1, core::sync::atomic::Ordering::AcqRel);
+}

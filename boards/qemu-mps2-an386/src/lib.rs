@@ -1,9 +1,11 @@
 //! Board support for QEMU's mps2-an386 (Cortex-M4F): the CMSDK UART, simulated NOR flash in
-//! SSRAM, SysTick instruction counting, and a panic handler that reports and resets.
+//! SSRAM, SysTick instruction counting, and a panic handler that reports, keeps the message
+//! in no-init RAM for the next boot, and resets.
 #![no_std]
 
 pub mod flash;
 pub mod instructions;
+pub mod panic_record;
 pub mod uart;
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +40,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     cortex_m::interrupt::disable();
     cortex_m_semihosting::hprintln!("ember: panic: {}", info);
     if RESET_ON_PANIC.load(Ordering::Relaxed) {
+        panic_record::store(info);
         // SYSRESETREQ: the device boots again and loads the last good model from flash.
         cortex_m::peripheral::SCB::sys_reset();
     }
