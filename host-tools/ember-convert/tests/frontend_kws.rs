@@ -99,6 +99,7 @@ fn classify(model: &Model<'_>, samples: &[i16]) -> (String, Vec<i8>) {
         top(&stream_scores),
         "offline vs streaming label"
     );
+    eprintln!("ember scores: {scores:?}");
     (top(&scores).to_string(), scores)
 }
 
