@@ -668,3 +668,411 @@ impl Kernel for Conv2dHybrid {
         conv_macs(&self.output, &self.filter)
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::quant::quantize_multiplier;
+    use crate::tensor::{Location, Shape};
+
+    /// Arena and constant memory for running one kernel through `validate` + `eval`.
+    #[derive(Default)]
+    pub(crate) struct Mem {
+        consts: Vec<u32>,
+        arena_words: usize,
+    }
+
+    fn place(words: &mut usize, bytes: usize) -> u32 {
+        let offset = *words * 4;
+        *words += bytes.div_ceil(16) * 4;
+        offset as u32
+    }
+
+    impl Mem {
+        pub fn constant<T: bytemuck::Pod>(
+            &mut self,
+            dtype: DType,
+            dims: &[u32],
+            data: &[T],
+        ) -> TensorDef {
+            let mut words = self.consts.len();
+            let bytes: &[u8] = bytemuck::cast_slice(data);
+            let offset = place(&mut words, bytes.len());
+            self.consts.resize(words, 0);
+            let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut self.consts[..]);
+            dst[offset as usize..offset as usize + bytes.len()].copy_from_slice(bytes);
+            TensorDef {
+                dtype,
+                shape: Shape::new(dims).unwrap(),
+                location: Location::Const(offset),
+                quant: None,
+            }
+        }
+
+        pub fn activation(&mut self, dtype: DType, dims: &[u32]) -> TensorDef {
+            let shape = Shape::new(dims).unwrap();
+            let bytes = shape.elements().unwrap() * dtype.size();
+            let offset = place(&mut self.arena_words, bytes);
+            TensorDef {
+                dtype,
+                shape,
+                location: Location::Arena(offset),
+                quant: None,
+            }
+        }
+
+        /// Validates and runs `k` with `input` written to `input_def`; returns the output bytes.
+        pub fn run<T: bytemuck::Pod, O: bytemuck::Pod>(
+            &self,
+            k: &dyn Kernel,
+            input_def: &TensorDef,
+            input: &[T],
+        ) -> Result<Vec<O>> {
+            let v = Validator {
+                arena_size: self.arena_words * 4,
+                consts: bytemuck::cast_slice(&self.consts[..]),
+                op_index: 0,
+                op_name: k.name(),
+            };
+            k.validate(&v)?;
+            let mut arena = std::vec![0u32; self.arena_words];
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut arena[..]);
+            let Location::Arena(at) = input_def.location else {
+                panic!()
+            };
+            let src: &[u8] = bytemuck::cast_slice(input);
+            bytes[at as usize..at as usize + src.len()].copy_from_slice(src);
+            let mut t = Tensors {
+                consts: bytemuck::cast_slice(&self.consts[..]),
+                arena: bytes,
+            };
+            k.eval(&mut t)?;
+            let out = t.bytes(k.output())?;
+            let mut values = std::vec![O::zeroed(); out.len() / core::mem::size_of::<O>()];
+            bytemuck::cast_slice_mut::<O, u8>(&mut values).copy_from_slice(out);
+            Ok(values)
+        }
+
+        pub fn requant(&mut self, reals: &[f64]) -> Requant {
+            let (m, s): (Vec<i32>, Vec<i32>) =
+                reals.iter().map(|&r| quantize_multiplier(r)).unzip();
+            Requant {
+                multipliers: self.constant(DType::I32, &[m.len() as u32], &m),
+                shifts: self.constant(DType::I32, &[s.len() as u32], &s),
+            }
+        }
+    }
+
+    pub(crate) fn window(stride: u16, dilation: u16, pad: u16) -> Window {
+        Window {
+            stride_h: stride,
+            stride_w: stride,
+            dilation_h: dilation,
+            dilation_w: dilation,
+            pad_top: pad,
+            pad_left: pad,
+        }
+    }
+
+    struct S8Case<'a> {
+        input: (&'a [u32], &'a [i8]),
+        filter: (&'a [u32], &'a [i8]),
+        bias: Option<&'a [i32]>,
+        out: &'a [u32],
+        window: Window,
+        input_offset: i32,
+        reals: &'a [f64],
+        act: (i32, i32),
+    }
+
+    fn run_s8(c: S8Case<'_>) -> Result<Vec<i8>> {
+        let mut m = Mem::default();
+        let input = m.activation(DType::I8, c.input.0);
+        let output = m.activation(DType::I8, c.out);
+        let filter = m.constant(DType::I8, c.filter.0, c.filter.1);
+        let bias = c.bias.map(|b| m.constant(DType::I32, &[b.len() as u32], b));
+        let requant = m.requant(c.reals);
+        let k = Conv2dS8 {
+            input: input.clone(),
+            filter,
+            bias,
+            output,
+            window: c.window,
+            input_offset: c.input_offset,
+            output_offset: 0,
+            requant,
+            act_min: c.act.0,
+            act_max: c.act.1,
+        };
+        m.run(&k, &input, c.input.1)
+    }
+
+    #[test]
+    fn s8_one_by_one_with_bias_and_per_channel_scale() {
+        let out = run_s8(S8Case {
+            input: (&[1, 1, 2, 2], &[1, 2, 3, 5]),
+            filter: (&[2, 1, 1, 2], &[1, -1, 2, 2]),
+            bias: Some(&[10, 1]),
+            out: &[1, 1, 2, 2],
+            window: window(1, 1, 0),
+            input_offset: 0,
+            reals: &[1.0, 0.5],
+            act: (-128, 127),
+        })
+        .unwrap();
+        // ch0: x0 - x1 + 10; ch1: (2x0 + 2x1 + 1) / 2 rounded half away from zero.
+        assert_eq!(out, [9, 4, 8, 9]);
+    }
+
+    #[test]
+    fn s8_padding_skips_out_of_image_taps_even_with_input_offset() {
+        // 3x3 zeros with zero point -1 read as ones; 3x3 ones filter, stride 2, pad 1.
+        let out = run_s8(S8Case {
+            input: (&[1, 3, 3, 1], &[0; 9]),
+            filter: (&[1, 3, 3, 1], &[1; 9]),
+            bias: None,
+            out: &[1, 2, 2, 1],
+            window: window(2, 1, 1),
+            input_offset: 1,
+            reals: &[1.0],
+            act: (-128, 127),
+        })
+        .unwrap();
+        assert_eq!(out, [4, 4, 4, 4]);
+    }
+
+    #[test]
+    fn s8_dilation_two_reads_corners() {
+        let input: Vec<i8> = (0..25).collect();
+        let mut filter = [0i8; 9];
+        for corner in [0, 2, 6, 8] {
+            filter[corner] = 1;
+        }
+        let out = run_s8(S8Case {
+            input: (&[1, 5, 5, 1], &input),
+            filter: (&[1, 3, 3, 1], &filter),
+            bias: None,
+            out: &[1, 1, 1, 1],
+            window: window(1, 2, 0),
+            input_offset: 0,
+            reals: &[1.0],
+            act: (-128, 127),
+        })
+        .unwrap();
+        assert_eq!(out, [0 + 4 + 20 + 24]);
+    }
+
+    #[test]
+    fn s8_saturates_and_clamps_activation() {
+        let case = |bias: i32, act: (i32, i32)| {
+            run_s8(S8Case {
+                input: (&[1, 1, 1, 1], &[1]),
+                filter: (&[1, 1, 1, 1], &[1]),
+                bias: Some(&[bias]),
+                out: &[1, 1, 1, 1],
+                window: window(1, 1, 0),
+                input_offset: 0,
+                reals: &[1.0],
+                act,
+            })
+            .unwrap()[0]
+        };
+        assert_eq!(case(1000, (-128, 127)), 127);
+        assert_eq!(case(-1000, (-128, 127)), -128);
+        assert_eq!(case(-10, (0, 127)), 0);
+        assert_eq!(case(10, (-128, 6)), 6);
+    }
+
+    #[test]
+    fn s8_grouped_convolution_reads_its_group() {
+        // 4 input channels, filters of 2 channels: 2 groups, one filter each.
+        let out = run_s8(S8Case {
+            input: (&[1, 1, 1, 4], &[1, 2, 3, 4]),
+            filter: (&[2, 1, 1, 2], &[1, 1, 1, -1]),
+            bias: None,
+            out: &[1, 1, 1, 2],
+            window: window(1, 1, 0),
+            input_offset: 0,
+            reals: &[1.0],
+            act: (-128, 127),
+        })
+        .unwrap();
+        assert_eq!(out, [3, -1]);
+    }
+
+    #[test]
+    fn s8_rejects_mismatched_shapes() {
+        let err = run_s8(S8Case {
+            input: (&[1, 1, 1, 3], &[1, 2, 3]),
+            filter: (&[2, 1, 1, 2], &[1, 1, 1, -1]),
+            bias: None,
+            out: &[1, 1, 1, 2],
+            window: window(1, 1, 0),
+            input_offset: 0,
+            reals: &[1.0],
+            act: (-128, 127),
+        });
+        assert!(matches!(err, Err(Error::InvalidOp { .. })));
+    }
+
+    /// Random geometry for cross-checks: (input dims, filter dims, output dims, window).
+    pub(crate) fn random_geometry(
+        rng: &mut crate::kernels::testing::Rng,
+        depthwise: bool,
+    ) -> ([u32; 4], [u32; 4], [u32; 4], Window) {
+        let in_h = rng.range(1, 7) as u32;
+        let in_w = rng.range(1, 7) as u32;
+        let in_c = rng.range(1, 4) as u32;
+        let k_h = rng.range(1, 3) as u32;
+        let k_w = rng.range(1, 3) as u32;
+        let stride = rng.range(1, 2) as u16;
+        let dilation = rng.range(1, 2) as u16;
+        let pad = rng.range(0, 1) as u16;
+        let out_h = ((in_h + 2 * pad as u32).saturating_sub((k_h - 1) * dilation as u32 + 1))
+            / stride as u32
+            + 1;
+        let out_w = ((in_w + 2 * pad as u32).saturating_sub((k_w - 1) * dilation as u32 + 1))
+            / stride as u32
+            + 1;
+        let (filter, out_c) = if depthwise {
+            let mult = rng.range(1, 2) as u32;
+            ([1, k_h, k_w, in_c * mult], in_c * mult)
+        } else {
+            let out_c = rng.range(1, 4) as u32;
+            ([out_c, k_h, k_w, in_c], out_c)
+        };
+        (
+            [2, in_h, in_w, in_c],
+            filter,
+            [2, out_h, out_w, out_c],
+            window(stride, dilation, pad),
+        )
+    }
+
+    #[test]
+    fn float_conv_matches_int8_conv_on_integer_data() {
+        // With small integers every float sum is exact, so float and int8 kernels must agree.
+        let mut rng = crate::kernels::testing::Rng(7);
+        for _ in 0..50 {
+            let (i_dims, f_dims, o_dims, w) = random_geometry(&mut rng, false);
+            let input: Vec<i8> = (0..i_dims.iter().product::<u32>())
+                .map(|_| rng.range(-8, 8) as i8)
+                .collect();
+            let filter: Vec<i8> = (0..f_dims.iter().product::<u32>())
+                .map(|_| rng.range(-8, 8) as i8)
+                .collect();
+            let s8 = run_s8(S8Case {
+                input: (&i_dims, &input),
+                filter: (&f_dims, &filter),
+                bias: None,
+                out: &o_dims,
+                window: w,
+                input_offset: 0,
+                reals: &[1.0],
+                act: (-128, 127),
+            })
+            .unwrap();
+            let mut m = Mem::default();
+            let input_def = m.activation(DType::F32, &i_dims);
+            let output = m.activation(DType::F32, &o_dims);
+            let filter_f: Vec<f32> = filter.iter().map(|&v| v as f32).collect();
+            let k = Conv2dF32 {
+                input: input_def.clone(),
+                filter: m.constant(DType::F32, &f_dims, &filter_f),
+                bias: None,
+                output,
+                window: w,
+                activation: Activation::None,
+            };
+            let input_f: Vec<f32> = input.iter().map(|&v| v as f32).collect();
+            let f: Vec<f32> = m.run(&k, &input_def, &input_f).unwrap();
+            let expected: Vec<i8> = f
+                .iter()
+                .map(|&v| (v as i32).clamp(-128, 127) as i8)
+                .collect();
+            assert_eq!(s8, expected);
+        }
+    }
+
+    fn run_hybrid(
+        input: &[f32],
+        filter: &[i8],
+        scales: &[f32],
+        bias: &[f32],
+        dims: ([u32; 4], [u32; 4], [u32; 4]),
+        w: Window,
+    ) -> Vec<f32> {
+        let mut m = Mem::default();
+        let input_def = m.activation(DType::F32, &dims.0);
+        let output = m.activation(DType::F32, &dims.2);
+        let scratch = m.activation(
+            DType::I32,
+            &[hybrid::scratch_elements(dims.0[0] as usize, input.len()) as u32],
+        );
+        let k = Conv2dHybrid {
+            input: input_def.clone(),
+            filter: m.constant(DType::I8, &dims.1, filter),
+            filter_scales: m.constant(DType::F32, &[scales.len() as u32], scales),
+            bias: Some(m.constant(DType::F32, &[bias.len() as u32], bias)),
+            output,
+            window: w,
+            activation: Activation::None,
+            scratch,
+        };
+        m.run(&k, &input_def, input).unwrap()
+    }
+
+    #[test]
+    fn hybrid_per_tensor_quantizes_symmetrically() {
+        let out = run_hybrid(
+            &[1.0, 0.5],
+            &[2, -1],
+            &[0.1],
+            &[0.25],
+            ([1, 1, 1, 2], [1, 1, 1, 2], [1, 1, 1, 1]),
+            window(1, 1, 0),
+        );
+        // Inputs quantize to [127, 64] (0.5 * 127 = 63.5 rounds up), factor 1/127.
+        let expected = (0.0f32 + 190.0 * ((1.0f32 / 127.0) * 0.1)) + 0.25;
+        assert_eq!(out, [expected]);
+    }
+
+    #[test]
+    fn hybrid_per_channel_quantizes_asymmetrically() {
+        let out = run_hybrid(
+            &[1.0, -1.0],
+            &[1, 1, 1, -1],
+            &[0.5, 0.25],
+            &[0.0, 1.0],
+            ([1, 1, 1, 2], [2, 1, 1, 2], [1, 1, 1, 2]),
+            window(1, 1, 0),
+        );
+        // Range [-1, 1]: zero point -1, codes [126, -128] (see the hybrid module tests).
+        let factor = (2.0f64 / 255.0) as f32;
+        let acc0 = (126 + 1) + (-128 + 1);
+        let acc1 = (126 + 1) - (-128 + 1);
+        assert_eq!(
+            out,
+            [
+                acc0 as f32 * 0.5 * factor,
+                acc1 as f32 * 0.25 * factor + 1.0
+            ]
+        );
+    }
+
+    #[test]
+    fn hybrid_all_zero_input_gives_bias() {
+        let out = run_hybrid(
+            &[0.0; 4],
+            &[5, -7],
+            &[0.3],
+            &[-1.5],
+            ([1, 2, 1, 2], [1, 1, 1, 2], [1, 2, 1, 1]),
+            window(1, 1, 0),
+        );
+        assert_eq!(out, [-1.5, -1.5]);
+    }
+}

@@ -456,3 +456,143 @@ impl Kernel for DepthwiseConv2dHybrid {
 
     depthwise_io!();
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::kernels::conv::tests::{random_geometry, window, Mem};
+
+    fn run_s8(
+        input: (&[u32], &[i8]),
+        filter: (&[u32], &[i8]),
+        out: &[u32],
+        w: Window,
+        mult: u16,
+        reals: &[f64],
+    ) -> Result<Vec<i8>> {
+        let mut m = Mem::default();
+        let input_def = m.activation(DType::I8, input.0);
+        let output = m.activation(DType::I8, out);
+        let k = DepthwiseConv2dS8 {
+            input: input_def.clone(),
+            filter: m.constant(DType::I8, filter.0, filter.1),
+            bias: None,
+            output,
+            window: w,
+            depth_multiplier: mult,
+            input_offset: 0,
+            output_offset: 0,
+            requant: m.requant(reals),
+            act_min: -128,
+            act_max: 127,
+        };
+        m.run(&k, &input_def, input.1)
+    }
+
+    #[test]
+    fn depth_multiplier_two_orders_channels_by_input() {
+        let out = run_s8(
+            (&[1, 1, 1, 2], &[3, 5]),
+            (&[1, 1, 1, 4], &[1, 2, 3, 4]),
+            &[1, 1, 1, 4],
+            window(1, 1, 0),
+            2,
+            &[1.0],
+        )
+        .unwrap();
+        assert_eq!(out, [3, 6, 15, 20]);
+    }
+
+    #[test]
+    fn stride_two_padding_and_per_channel_requant() {
+        // 3x3 input of ones per channel, 3x3 ones filter, stride 2, pad 1: 4 taps in image.
+        let out = run_s8(
+            (&[1, 3, 3, 2], &[1; 18]),
+            (&[1, 3, 3, 2], &[1; 18]),
+            &[1, 2, 2, 2],
+            window(2, 1, 1),
+            1,
+            &[1.0, 0.25],
+        )
+        .unwrap();
+        assert_eq!(out, [4, 1, 4, 1, 4, 1, 4, 1]);
+    }
+
+    #[test]
+    fn float_matches_int8_on_integer_data() {
+        let mut rng = crate::kernels::testing::Rng(11);
+        for _ in 0..50 {
+            let (i_dims, f_dims, o_dims, w) = random_geometry(&mut rng, true);
+            let mult = (f_dims[3] / i_dims[3]) as u16;
+            let input: Vec<i8> = (0..i_dims.iter().product::<u32>())
+                .map(|_| rng.range(-8, 8) as i8)
+                .collect();
+            let filter: Vec<i8> = (0..f_dims.iter().product::<u32>())
+                .map(|_| rng.range(-8, 8) as i8)
+                .collect();
+            let s8 = run_s8(
+                (&i_dims, &input),
+                (&f_dims, &filter),
+                &o_dims,
+                w,
+                mult,
+                &[1.0],
+            )
+            .unwrap();
+            let mut m = Mem::default();
+            let input_def = m.activation(DType::F32, &i_dims);
+            let output = m.activation(DType::F32, &o_dims);
+            let filter_f: Vec<f32> = filter.iter().map(|&v| v as f32).collect();
+            let k = DepthwiseConv2dF32 {
+                input: input_def.clone(),
+                filter: m.constant(DType::F32, &f_dims, &filter_f),
+                bias: None,
+                output,
+                window: w,
+                depth_multiplier: mult,
+                activation: Activation::None,
+            };
+            let input_f: Vec<f32> = input.iter().map(|&v| v as f32).collect();
+            let f: Vec<f32> = m.run(&k, &input_def, &input_f).unwrap();
+            let expected: Vec<i8> = f
+                .iter()
+                .map(|&v| (v as i32).clamp(-128, 127) as i8)
+                .collect();
+            assert_eq!(s8, expected);
+        }
+    }
+
+    #[test]
+    fn hybrid_uses_asymmetric_quantization_and_bias() {
+        let mut m = Mem::default();
+        let input_def = m.activation(DType::F32, &[1, 1, 1, 2]);
+        let output = m.activation(DType::F32, &[1, 1, 1, 2]);
+        let scratch = m.activation(DType::I32, &[hybrid::scratch_elements(1, 2) as u32]);
+        let k = DepthwiseConv2dHybrid {
+            input: input_def.clone(),
+            filter: m.constant(DType::I8, &[1, 1, 1, 2], &[2i8, -3]),
+            filter_scales: m.constant(DType::F32, &[2], &[0.5f32, 0.25]),
+            bias: Some(m.constant(DType::F32, &[2], &[0.0f32, 1.0])),
+            output,
+            window: window(1, 1, 0),
+            depth_multiplier: 1,
+            activation: Activation::Relu,
+            scratch,
+        };
+        let out: Vec<f32> = m.run(&k, &input_def, &[1.0f32, -1.0]).unwrap();
+        // Codes [126, -128], zero point -1 (see the hybrid module tests).
+        let factor = (2.0f64 / 255.0) as f32;
+        let acc0 = 2 * (126 + 1);
+        let acc1 = -3 * (-128 + 1);
+        assert_eq!(
+            out,
+            [
+                acc0 as f32 * (0.5 * factor),
+                acc1 as f32 * (0.25 * factor) + 1.0
+            ]
+        );
+    }
+}

@@ -433,3 +433,96 @@ impl Kernel for FullyConnectedHybrid {
         (self.output.elements() as u64) * (self.filter.shape.dim(1) as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::kernels::conv::tests::Mem;
+
+    fn run_hybrid(input: &[f32], asymmetric: bool, scales: &[f32], act: Activation) -> Vec<f32> {
+        let mut m = Mem::default();
+        let input_def = m.activation(DType::F32, &[2, 2]);
+        let k = FullyConnectedHybrid {
+            input: input_def.clone(),
+            filter: m.constant(DType::I8, &[2, 2], &[1i8, 2, -3, 4]),
+            filter_scales: m.constant(DType::F32, &[scales.len() as u32], scales),
+            bias: Some(m.constant(DType::F32, &[2], &[0.5f32, -0.5])),
+            output: m.activation(DType::F32, &[2, 2]),
+            activation: act,
+            asymmetric_quantize_inputs: asymmetric,
+            scratch: m.activation(DType::I32, &[hybrid::scratch_elements(2, 4) as u32]),
+        };
+        m.run(&k, &input_def, input).unwrap()
+    }
+
+    #[test]
+    fn hybrid_zero_input_gives_activated_bias() {
+        assert_eq!(
+            run_hybrid(&[0.0; 4], false, &[0.1], Activation::Relu),
+            [0.5, 0.0, 0.5, 0.0]
+        );
+    }
+
+    #[test]
+    fn hybrid_symmetric_per_tensor_and_per_channel() {
+        // Row 0 quantizes to [127, -127] (factor 1/127), row 1 to [64, 127] (factor 2/127).
+        let out = run_hybrid(&[1.0, -1.0, 1.0, 2.0], false, &[0.1], Activation::None);
+        let f0 = (1.0f32 / 127.0) * 0.1;
+        let f1 = (2.0f32 / 127.0) * 0.1;
+        assert_eq!(
+            out,
+            [
+                0.5 + (127 - 254) as f32 * f0,
+                -0.5 + (-381 - 508) as f32 * f0,
+                0.5 + (64 + 254) as f32 * f1,
+                -0.5 + (-192 + 508) as f32 * f1
+            ]
+        );
+        let out = run_hybrid(&[1.0, -1.0, 1.0, 2.0], false, &[0.1, 0.2], Activation::None);
+        let (g0, g1) = (1.0f32 / 127.0, 2.0f32 / 127.0);
+        assert_eq!(
+            out,
+            [
+                0.5 + (127 - 254) as f32 * (g0 * 0.1),
+                -0.5 + (-381 - 508) as f32 * (g0 * 0.2),
+                0.5 + (64 + 254) as f32 * (g1 * 0.1),
+                -0.5 + (-192 + 508) as f32 * (g1 * 0.2)
+            ]
+        );
+    }
+
+    #[test]
+    fn hybrid_asymmetric_subtracts_zero_point() {
+        // Row [1, -1]: codes [126, -128], zero point -1, factor 2/255 (see the hybrid tests).
+        let out = run_hybrid(&[1.0, -1.0, 0.0, 0.0], true, &[1.0], Activation::None);
+        let f = (2.0f64 / 255.0) as f32;
+        assert_eq!(
+            out[..2],
+            [
+                0.5 + (127 - 2 * 127) as f32 * f,
+                -0.5 + (-3 * 127 - 4 * 127) as f32 * f
+            ]
+        );
+        // A zero row in a non-zero input still goes through quantization: codes 0, zero point 0.
+        assert_eq!(out[2..], [0.5, -0.5]);
+    }
+
+    #[test]
+    fn float_matches_hand_computed() {
+        let mut m = Mem::default();
+        let input_def = m.activation(DType::F32, &[1, 3]);
+        let k = FullyConnectedF32 {
+            input: input_def.clone(),
+            filter: m.constant(DType::F32, &[2, 3], &[1.0f32, 2.0, 3.0, -1.0, 0.5, 0.25]),
+            bias: Some(m.constant(DType::F32, &[2], &[0.5f32, 1.0])),
+            output: m.activation(DType::F32, &[1, 2]),
+            activation: Activation::ReluN1To1,
+        };
+        let out: Vec<f32> = m.run(&k, &input_def, &[0.5f32, -1.0, 0.25]).unwrap();
+        // 0.5 - 2 + 0.75 + 0.5 and -0.5 - 0.5 + 0.0625 + 1, inside [-1, 1].
+        assert_eq!(out, [-0.25, 0.0625]);
+    }
+}

@@ -297,3 +297,146 @@ impl Kernel for Pool2dF32 {
         f(&self.input);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::kernels::conv::tests::{window, Mem};
+
+    fn run_s8(
+        kind: PoolKind,
+        input: (&[u32], &[i8]),
+        out: &[u32],
+        filter: u16,
+        w: Window,
+        act: (i32, i32),
+    ) -> Result<Vec<i8>> {
+        let mut m = Mem::default();
+        let input_def = m.activation(DType::I8, input.0);
+        let output = m.activation(DType::I8, out);
+        let k = Pool2dS8 {
+            kind,
+            input: input_def.clone(),
+            output,
+            filter_h: filter,
+            filter_w: filter,
+            window: w,
+            act_min: act.0,
+            act_max: act.1,
+        };
+        m.run(&k, &input_def, input.1)
+    }
+
+    #[test]
+    fn average_counts_only_in_image_elements_and_rounds_away_from_zero() {
+        // SAME 2x2 pooling, stride 1, on 2x2: the bottom/right windows hang over the edge.
+        let out = run_s8(
+            PoolKind::Average,
+            (&[1, 2, 2, 1], &[1, 2, 3, 4]),
+            &[1, 2, 2, 1],
+            2,
+            window(1, 1, 0),
+            (-128, 127),
+        )
+        .unwrap();
+        // 10/4 = 2.5 -> 3; 6/2 = 3; 7/2 = 3.5 -> 4; 4.
+        assert_eq!(out, [3, 3, 4, 4]);
+        let out = run_s8(
+            PoolKind::Average,
+            (&[1, 1, 2, 1], &[-1, -2]),
+            &[1, 1, 1, 1],
+            2,
+            window(1, 1, 0),
+            (-128, 127),
+        )
+        .unwrap();
+        assert_eq!(out, [-2]);
+    }
+
+    #[test]
+    fn max_with_stride_two_and_clamp() {
+        let input: Vec<i8> = (0..16).map(|v: i32| (v * 10 - 80) as i8).collect();
+        let out = run_s8(
+            PoolKind::Max,
+            (&[1, 4, 4, 1], &input),
+            &[1, 2, 2, 1],
+            2,
+            window(2, 1, 0),
+            (-128, 60),
+        )
+        .unwrap();
+        assert_eq!(out, [-30, -10, 50, 60]);
+        let out = run_s8(
+            PoolKind::Max,
+            (&[1, 1, 1, 1], &[-128]),
+            &[1, 1, 1, 1],
+            1,
+            window(1, 1, 0),
+            (-128, 127),
+        )
+        .unwrap();
+        assert_eq!(out, [-128]);
+    }
+
+    #[test]
+    fn names_follow_the_kind() {
+        let mut m = Mem::default();
+        let k = Pool2dS8 {
+            kind: PoolKind::Max,
+            input: m.activation(DType::I8, &[1, 1, 1, 1]),
+            output: m.activation(DType::I8, &[1, 1, 1, 1]),
+            filter_h: 1,
+            filter_w: 1,
+            window: window(1, 1, 0),
+            act_min: -128,
+            act_max: 127,
+        };
+        assert_eq!(k.name(), "MAX_POOL_2D");
+        assert_eq!(
+            Pool2dS8 {
+                kind: PoolKind::Average,
+                ..k
+            }
+            .name(),
+            "AVERAGE_POOL_2D"
+        );
+    }
+
+    #[test]
+    fn window_entirely_in_padding_is_rejected() {
+        let err = run_s8(
+            PoolKind::Average,
+            (&[1, 1, 1, 1], &[1]),
+            &[1, 2, 1, 1],
+            1,
+            window(1, 1, 0),
+            (-128, 127),
+        );
+        assert!(matches!(err, Err(Error::InvalidOp { .. })));
+    }
+
+    #[test]
+    fn float_average_and_max() {
+        for (kind, expected) in [
+            (PoolKind::Average, [2.5f32, 3.0, 3.5, 4.0]),
+            (PoolKind::Max, [4.0, 4.0, 4.0, 4.0]),
+        ] {
+            let mut m = Mem::default();
+            let input_def = m.activation(DType::F32, &[1, 2, 2, 1]);
+            let k = Pool2dF32 {
+                kind,
+                input: input_def.clone(),
+                output: m.activation(DType::F32, &[1, 2, 2, 1]),
+                filter_h: 2,
+                filter_w: 2,
+                window: window(1, 1, 0),
+                activation: Activation::Relu6,
+            };
+            let out: Vec<f32> = m.run(&k, &input_def, &[1.0f32, 2.0, 3.0, 4.0]).unwrap();
+            assert_eq!(out, expected);
+        }
+    }
+}
