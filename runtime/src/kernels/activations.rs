@@ -351,3 +351,97 @@ impl Kernel for SoftmaxF32 {
         f(&self.input);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::{Location, Shape};
+
+    fn softmax_params() -> SoftmaxS8 {
+        let def = TensorDef {
+            dtype: DType::I8,
+            shape: Shape::new(&[1, 4]).unwrap(),
+            location: Location::Arena(0),
+            quant: None,
+        };
+        SoftmaxS8 {
+            input: def.clone(),
+            output: def.clone(),
+            table: def,
+            output_scale: 1.0 / 256.0,
+            output_zero_point: -128,
+        }
+    }
+
+    #[test]
+    fn softmax_of_equal_inputs_is_uniform() {
+        let table = softmax_exp_table(0.1, 1.0, f32::exp);
+        for q in [-128i8, 0, 127] {
+            let mut out = [0i8; 4];
+            softmax_s8_reference(&softmax_params(), &table, 4, &[q; 4], &mut out);
+            // 1/4 of 256 steps above -128.
+            assert_eq!(out, [-64; 4]);
+        }
+    }
+
+    #[test]
+    fn softmax_saturates_a_dominant_input() {
+        let table = softmax_exp_table(1.0, 1.0, f32::exp);
+        let mut out = [0i8; 4];
+        softmax_s8_reference(
+            &softmax_params(),
+            &table,
+            4,
+            &[127, -128, -128, -128],
+            &mut out,
+        );
+        // p = 1.0 quantizes to 256 - 128 = 128, clamped to 127; exp(-255) is 0.
+        assert_eq!(out, [127, -128, -128, -128]);
+    }
+
+    #[test]
+    fn logistic_table_hits_known_points() {
+        let q_in = QuantParams {
+            scale: 0.1,
+            zero_point: 0,
+        };
+        let q_out = QuantParams {
+            scale: 1.0 / 256.0,
+            zero_point: -128,
+        };
+        let table = lut_s8(q_in, q_out, |x| 1.0 / (1.0 + (-x).exp()));
+        assert_eq!(table[0], 0); // sigmoid(0) = 0.5 -> 128 - 128
+        assert_eq!(table[127], 127); // sigmoid(12.7) rounds to 256, clamped
+        assert_eq!(table[(-128i8) as u8 as usize], -128);
+        let mut out = [0i8; 3];
+        lookup_s8_reference(&table, &[0, 127, -128], &mut out);
+        assert_eq!(out, [0, 127, -128]);
+    }
+
+    #[test]
+    fn tanh_table_is_odd_around_zero_point() {
+        let q_in = QuantParams {
+            scale: 0.01,
+            zero_point: 0,
+        };
+        let q_out = QuantParams {
+            scale: 1.0 / 128.0,
+            zero_point: 0,
+        };
+        let table = lut_s8(q_in, q_out, f32::tanh);
+        // Odd below saturation (at the top, +128 clamps to 127 but -128 does not).
+        for q in 1..=100i8 {
+            assert_eq!(
+                table[q as u8 as usize] as i32,
+                -(table[(-q) as u8 as usize] as i32)
+            );
+        }
+    }
+
+    #[test]
+    fn float_logistic_cutoffs() {
+        assert_eq!(logistic_f32(20.0), 1.0);
+        assert_eq!(logistic_f32(-10.0), expf(-10.0));
+        assert_eq!(logistic_f32(0.0), 0.5);
+    }
+}

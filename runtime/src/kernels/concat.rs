@@ -119,3 +119,16 @@ impl Kernel for Concatenation {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interleaves_blocks_per_outer_index() {
+        // [2, 1] ++ [2, 2] along axis 1.
+        let mut out = [0u8; 6];
+        concatenation_reference(&[(&[1, 2], 1), (&[3, 4, 5, 6], 2)], 2, &mut out);
+        assert_eq!(out, [1, 3, 4, 2, 5, 6]);
+    }
+}

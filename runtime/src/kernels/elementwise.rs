@@ -374,3 +374,131 @@ impl Kernel for MulS8 {
         self.output.elements() as u64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::quantize_multiplier;
+    use crate::tensor::Location;
+
+    fn def(dims: &[u32]) -> TensorDef {
+        TensorDef {
+            dtype: DType::I8,
+            shape: Shape::new(dims).unwrap(),
+            location: Location::Arena(0),
+            quant: None,
+        }
+    }
+
+    fn plan(a: &[u32], b: &[u32], out: &[u32]) -> Option<BroadcastPlan> {
+        BroadcastPlan::new(&def(a).shape, &def(b).shape, &def(out).shape)
+    }
+
+    #[test]
+    fn broadcast_shapes_follow_numpy() {
+        assert!(plan(&[2, 1, 3], &[4, 1], &[2, 4, 3]).is_some());
+        assert!(plan(&[3], &[2, 3], &[2, 3]).is_some());
+        assert!(plan(&[2, 3], &[3, 2], &[3, 3]).is_none());
+        // The output must be exactly the broadcast shape.
+        assert!(plan(&[2, 3], &[2, 3], &[1, 2, 3]).is_none());
+        assert!(plan(&[2, 3], &[1], &[2, 1]).is_none());
+    }
+
+    #[test]
+    fn broadcast_indices_walk_both_inputs() {
+        let p = plan(&[2, 1], &[3], &[2, 3]).unwrap();
+        let mut seen = std::vec::Vec::new();
+        p.for_each(|o, i, j| seen.push((o, i, j)));
+        assert_eq!(
+            seen,
+            [
+                (0, 0, 0),
+                (1, 0, 1),
+                (2, 0, 2),
+                (3, 1, 0),
+                (4, 1, 1),
+                (5, 1, 2)
+            ]
+        );
+    }
+
+    fn add_params(s1: f32, z1: i32, s2: f32, z2: i32, so: f32, zo: i32) -> AddS8 {
+        let twice_max = (2.0 * s1.max(s2)) as f64;
+        let (m1, sh1) = quantize_multiplier(s1 as f64 / twice_max);
+        let (m2, sh2) = quantize_multiplier(s2 as f64 / twice_max);
+        let (mo, sho) = quantize_multiplier(twice_max / ((1 << 20) as f32 * so) as f64);
+        AddS8 {
+            input1: def(&[1]),
+            input2: def(&[1]),
+            output: def(&[1]),
+            left_shift: 20,
+            input1_offset: -z1,
+            input1_multiplier: m1,
+            input1_shift: sh1,
+            input2_offset: -z2,
+            input2_multiplier: m2,
+            input2_shift: sh2,
+            output_offset: zo,
+            output_multiplier: mo,
+            output_shift: sho,
+            act_min: -128,
+            act_max: 127,
+        }
+    }
+
+    #[test]
+    fn add_s8_equal_scales_adds_real_values() {
+        // Same scale everywhere: (a - 3) + (b + 5) + 1 in quantized units.
+        let p = add_params(0.5, 3, 0.5, -5, 0.5, 1);
+        assert_eq!(p.element(10, 20), (10 - 3 + 20 + 5 + 1) as i8);
+        assert_eq!(p.element(-60, -50), (-60 - 3 - 50 + 5 + 1) as i8);
+        // Saturation at both ends.
+        assert_eq!(p.element(127, 127), 127);
+        assert_eq!(p.element(-128, -128), -128);
+    }
+
+    #[test]
+    fn add_s8_respects_the_activation_clamp() {
+        let mut p = add_params(0.1, 0, 0.1, 0, 0.1, -128);
+        p.act_min = -128;
+        p.act_max = -68; // RELU6-like upper bound
+        assert_eq!(p.element(100, 100), -68);
+        assert_eq!(p.element(-128, 0), -128);
+    }
+
+    #[test]
+    fn mul_s8_hand_computed() {
+        // 0.5 * 0.25 / 0.125 = 1.0: output = (a - za) * (b - zb) + zo.
+        let (m, s) = quantize_multiplier((0.5f32 * 0.25 / 0.125) as f64);
+        let p = MulS8 {
+            input1: def(&[1]),
+            input2: def(&[1]),
+            output: def(&[1]),
+            input1_offset: 2,
+            input2_offset: -1,
+            output_offset: -10,
+            output_multiplier: m,
+            output_shift: s,
+            act_min: -128,
+            act_max: 127,
+        };
+        assert_eq!(p.element(3, 4), ((3 + 2) * (4 - 1) - 10) as i8);
+        assert_eq!(p.element(127, 127), 127);
+        assert_eq!(p.element(-128, 127), -128);
+    }
+
+    #[test]
+    fn float_add_broadcasts_and_clamps() {
+        let p = plan(&[2, 1], &[2], &[2, 2]).unwrap();
+        let mut out = [0f32; 4];
+        binary_f32_reference(
+            Activation::Relu6,
+            &p,
+            &[1.0, -3.0],
+            &[0.5, 9.0],
+            &mut out,
+            |a, b| a + b,
+        );
+        assert_eq!(out, [1.5, 6.0, 0.0, 6.0]);
+    }
+}

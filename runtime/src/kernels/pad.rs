@@ -142,3 +142,20 @@ impl Kernel for Pad {
         f(&self.input);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pads_2d_with_the_fill_value() {
+        let plan = PadPlan {
+            input_dims: [1, 1, 1, 2, 2],
+            output_dims: [1, 1, 1, 3, 4],
+            before: [0, 0, 0, 1, 1],
+        };
+        let mut out = [0u8; 12];
+        pad_reference(&plan, 1, &[9], &[1, 2, 3, 4], &mut out);
+        assert_eq!(out, [9, 9, 9, 9, 9, 1, 2, 9, 9, 3, 4, 9]);
+    }
+}

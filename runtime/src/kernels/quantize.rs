@@ -188,3 +188,67 @@ impl Kernel for DequantizeS8ToF32 {
         f(&self.input);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::quantize_multiplier;
+    use crate::tensor::{Location, Shape};
+
+    fn def(dtype: DType) -> TensorDef {
+        TensorDef {
+            dtype,
+            shape: Shape::new(&[1]).unwrap(),
+            location: Location::Arena(0),
+            quant: None,
+        }
+    }
+
+    #[test]
+    fn quantize_rounds_half_away_and_saturates() {
+        let p = QuantizeF32ToS8 {
+            input: def(DType::F32),
+            output: def(DType::I8),
+            scale: 0.5,
+            zero_point: -1,
+        };
+        assert_eq!(p.element(0.25), 0); // 0.5 -> 1, -1
+        assert_eq!(p.element(-0.25), -2); // -0.5 -> -1, -1
+        assert_eq!(p.element(1000.0), 127);
+        assert_eq!(p.element(-1000.0), -128);
+        // C++ cast of an out-of-range float on x86 is INT_MIN; with zero point 0 that clamps low.
+        let p = QuantizeF32ToS8 { zero_point: 0, ..p };
+        assert_eq!(p.element(f32::INFINITY), -128);
+        assert_eq!(p.element(f32::NAN), -128);
+    }
+
+    #[test]
+    fn requantize_halving_scale_doubles_values() {
+        let (multiplier, shift) = quantize_multiplier(0.2f32 as f64 / 0.1f32 as f64);
+        let p = RequantizeS8 {
+            input: def(DType::I8),
+            output: def(DType::I8),
+            input_zero_point: 10,
+            output_zero_point: -3,
+            multiplier,
+            shift,
+        };
+        assert_eq!(p.element(15), 2 * 5 - 3);
+        assert_eq!(p.element(127), 127);
+        assert_eq!(p.element(-128), -128);
+    }
+
+    #[test]
+    fn dequantize_matches_double_product() {
+        let p = DequantizeS8ToF32 {
+            input: def(DType::I8),
+            output: def(DType::F32),
+            scale: 0.037,
+            zero_point: 127,
+        };
+        for q in -128..=127i8 {
+            let expected = (0.037f32 as f64 * (q as i32 - 127) as f64) as f32;
+            assert_eq!(p.element(q), expected);
+        }
+    }
+}

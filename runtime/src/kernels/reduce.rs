@@ -275,3 +275,75 @@ impl Kernel for MeanF32 {
         f(&self.input);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::{Location, Shape};
+
+    fn def(dtype: DType, dims: &[u32]) -> TensorDef {
+        TensorDef {
+            dtype,
+            shape: Shape::new(dims).unwrap(),
+            location: Location::Arena(0),
+            quant: None,
+        }
+    }
+
+    #[test]
+    fn plan_accepts_keep_dims_and_squeezed_outputs() {
+        let input = def(DType::I8, &[2, 3, 4]);
+        assert!(ReducePlan::new(&input, &def(DType::I8, &[2, 1, 4]), 0b010).is_some());
+        assert!(ReducePlan::new(&input, &def(DType::I8, &[2, 4]), 0b010).is_some());
+        assert!(ReducePlan::new(&input, &def(DType::I8, &[]), 0b111).is_some());
+        assert!(ReducePlan::new(&input, &def(DType::I8, &[4, 2]), 0b010).is_none());
+        assert!(ReducePlan::new(&input, &def(DType::I8, &[2, 4]), 0b1000).is_none());
+    }
+
+    #[test]
+    fn mean_s8_same_quantization_rounds_to_nearest() {
+        let input = def(DType::I8, &[1, 2, 2, 1]);
+        let output = def(DType::I8, &[1, 1, 1, 1]);
+        let plan = ReducePlan::new(&input, &output, 0b0110).unwrap();
+        let (multiplier, shift) = mean_s8_multiplier(0.1, 0.1, plan.count);
+        let p = MeanS8 {
+            input,
+            output,
+            axes_mask: 0b0110,
+            input_sum_offset: 5 * 4,
+            output_zero_point: 5,
+            multiplier,
+            shift,
+        };
+        let mut sums = [0i32; 1];
+        let mut out = [0i8; 1];
+        // Real mean of (q - 5): (1 + 2 + 3 + 4) / 4 = 2.5 -> rounds away from zero to 3.
+        mean_s8_reference(&p, &plan, &[6, 7, 8, 9], &mut sums, &mut out);
+        assert_eq!(out[0], 5 + 3);
+        mean_s8_reference(&p, &plan, &[127; 4], &mut sums, &mut out);
+        assert_eq!(out[0], 127);
+        mean_s8_reference(&p, &plan, &[-128; 4], &mut sums, &mut out);
+        assert_eq!(out[0], -128);
+    }
+
+    #[test]
+    fn mean_multiplier_folds_the_count() {
+        // scale ratio 1 over 8 elements is exactly 1/8.
+        let (m, s) = mean_s8_multiplier(1.0, 1.0, 8);
+        assert_eq!((m, s), (1 << 30, 1 - 3));
+        // Odd counts keep 31 bits of the reciprocal.
+        let (m, s) = mean_s8_multiplier(1.0, 1.0, 3);
+        assert_eq!(s, 0);
+        assert_eq!(m, ((1i64 << 31) / 3) as i32);
+    }
+
+    #[test]
+    fn mean_f32_over_middle_axis() {
+        let input = def(DType::F32, &[2, 2, 2]);
+        let output = def(DType::F32, &[2, 2]);
+        let plan = ReducePlan::new(&input, &output, 0b010).unwrap();
+        let mut out = [0f32; 4];
+        mean_f32_reference(&plan, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], &mut out);
+        assert_eq!(out, [2.0, 3.0, 6.0, 7.0]);
+    }
+}
