@@ -1,9 +1,162 @@
-//! `ember bench` (under construction).
+//! `ember bench`: host latency of a model.
 
-/// (under construction)
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ember_runtime::host::AlignedBytes;
+use ember_runtime::{Model, Observer, Op};
+use serde_json::json;
+
+use crate::inspect::load_file;
+
+/// Measure inference latency on this machine.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(
+    long_about = "Measure how long one inference takes on this machine: runs the model \
+--warmup times untimed, then --runs times, and reports p50/p90/p99 latency and MAC/s. The input \
+is all zeros (latency does not depend on values). --profile adds time per operator.
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`ember bench` is not implemented yet")
+Build with `cargo build --release -p ember-cli` for meaningful numbers.
+
+Examples:
+  ember bench kws.emb
+  ember bench kws.emb --runs 1000 --warmup 50 --profile
+  ember bench kws.emb --json"
+)]
+pub struct Args {
+    /// The .emb model.
+    pub model: PathBuf,
+    /// Timed runs.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: u32,
+    /// Also report time per operator.
+    #[arg(long)]
+    pub profile: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Accumulates time spent in each operator.
+struct Profiler {
+    started: Instant,
+    per_op: Vec<(&'static str, &'static str, Duration)>,
+}
+
+impl Observer for Profiler {
+    fn before_op(&mut self, _index: usize, _op: &Op) {
+        self.started = Instant::now();
+    }
+
+    fn after_op(&mut self, index: usize, op: &Op) {
+        let elapsed = self.started.elapsed();
+        if let Some(entry) = self.per_op.get_mut(index) {
+            entry.2 += elapsed;
+        }
+        let _ = op;
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let bytes = load_file(&args.model)?;
+    let model = Model::load(bytes.as_slice())?;
+    let mut arena = AlignedBytes::zeroed(model.arena_size());
+    let total_macs: u64 = model.ops().flatten().map(|op| op.macs()).sum();
+    for _ in 0..args.warmup {
+        model
+            .run(arena.as_mut_slice())
+            .context("inference failed")?;
+    }
+    let mut times = Vec::with_capacity(args.runs as usize);
+    for _ in 0..args.runs {
+        let start = Instant::now();
+        model
+            .run(arena.as_mut_slice())
+            .context("inference failed")?;
+        times.push(start.elapsed());
+    }
+    times.sort();
+    let (p50, p90, p99) = (
+        percentile(&times, 50.0),
+        percentile(&times, 90.0),
+        percentile(&times, 99.0),
+    );
+    let macs_per_s = total_macs as f64 / p50.as_secs_f64().max(1e-12);
+
+    let mut profile = Vec::new();
+    if args.profile {
+        let mut profiler = Profiler {
+            started: Instant::now(),
+            per_op: model
+                .ops()
+                .flatten()
+                .map(|op| (op.name(), op.variant_name(), Duration::ZERO))
+                .collect(),
+        };
+        for _ in 0..args.runs {
+            model
+                .run_observed(arena.as_mut_slice(), &mut profiler)
+                .context("inference failed")?;
+        }
+        profile = profiler.per_op;
+    }
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    if args.json {
+        let ops: Vec<_> = profile
+            .iter()
+            .enumerate()
+            .map(|(i, (name, variant, total))| {
+                json!({"index": i, "op": name, "kernel": variant, "mean_us": us(*total) / args.runs as f64})
+            })
+            .collect();
+        let doc = json!({
+            "runs": args.runs, "warmup": args.warmup,
+            "p50_us": us(p50), "p90_us": us(p90), "p99_us": us(p99),
+            "macs": total_macs, "macs_per_s": macs_per_s,
+            "profile": ops,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!(
+        "{}: {} runs after {} warmup",
+        args.model.display(),
+        args.runs,
+        args.warmup
+    );
+    println!(
+        "latency  p50 {:.1} us  p90 {:.1} us  p99 {:.1} us",
+        us(p50),
+        us(p90),
+        us(p99)
+    );
+    println!(
+        "MACs     {total_macs} per inference, {:.1} MMAC/s at p50",
+        macs_per_s / 1e6
+    );
+    if !profile.is_empty() {
+        let total: f64 = profile.iter().map(|p| us(p.2)).sum();
+        println!();
+        println!(
+            "{:>3}  {:<18} {:<24} {:>10} {:>6}",
+            "#", "op", "kernel", "mean us", "%"
+        );
+        for (i, (name, variant, t)) in profile.iter().enumerate() {
+            let mean = us(*t) / args.runs as f64;
+            println!(
+                "{i:>3}  {name:<18} {variant:<24} {mean:>10.2} {:>5.1}%",
+                100.0 * us(*t) / total.max(1e-12)
+            );
+        }
+    }
+    Ok(())
 }
