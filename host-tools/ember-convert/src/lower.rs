@@ -200,14 +200,20 @@ impl<'m, 'a> Lowering<'m, 'a> {
             .ok_or_else(|| invalid(format!("tensor {index} ('{}') is too large", t.name)))
     }
 
+    /// Per-tensor quantization, `None` unless there is exactly one finite positive scale and
+    /// a zero point inside the int8 range (kernels negate and add zero points freely).
     fn per_tensor_quant(&self, index: usize) -> Option<QuantParams> {
         let q = self.model.tensors[index].quant.as_ref()?;
-        if q.scale.len() != 1 {
+        if q.scale.len() != 1 || !(q.scale[0].is_finite() && q.scale[0] > 0.0) {
+            return None;
+        }
+        let zero_point = q.zero_point.first().copied().unwrap_or(0);
+        if !(-128..=127).contains(&zero_point) {
             return None;
         }
         Some(QuantParams {
             scale: q.scale[0],
-            zero_point: q.zero_point.first().copied().unwrap_or(0) as i32,
+            zero_point: zero_point as i32,
         })
     }
 
@@ -697,10 +703,10 @@ fn fold_dequantize(t: &Tensor<'_>, ctx: &OpCtx<'_>) -> Result<Vec<u8>> {
                         ctx.invalid("per-channel scale count differs from the channel count")
                     );
                 }
-                let inner: usize = t.shape[dim + 1..]
+                let inner = t.shape[dim + 1..]
                     .iter()
-                    .map(|&d| d.max(0) as usize)
-                    .product();
+                    .try_fold(1usize, |acc, &d| acc.checked_mul(d.max(0) as usize))
+                    .ok_or_else(|| ctx.invalid("weights too large"))?;
                 for (i, &b) in data.iter().enumerate() {
                     let c = (i / inner.max(1)) % channels;
                     let v = ((b as i8) as i32 - q.zero_point[c] as i32) as f32 * q.scale[c];
@@ -879,6 +885,9 @@ fn conv_requant(
             q.scale.len()
         )));
     }
+    if q.scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(ctx.invalid("weight scales must be finite and positive"));
+    }
     let count = if per_channel_always {
         channels
     } else {
@@ -911,6 +920,9 @@ fn filter_scales(
         .ok_or_else(|| ctx.invalid("int8 weights without quantization parameters"))?;
     if q.scale.len() != 1 && q.scale.len() != channels {
         return Err(ctx.invalid("weight scale count differs from the output channel count"));
+    }
+    if q.scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(ctx.invalid("weight scales must be finite and positive"));
     }
     if q.zero_point.iter().any(|&z| z != 0) {
         return Err(ctx.unsupported("hybrid weights must be symmetric (zero point 0)"));
