@@ -8,7 +8,7 @@ use super::hybrid::{self, InputQuantization};
 use super::{Activation, Kernel, Requant};
 use crate::arena::{as_f32_mut, as_i8_mut, Tensors, Validator};
 use crate::error::Result;
-use crate::quant::multiply_by_quantized_multiplier;
+use crate::quant::multiply_by_quantized_multiplier_single_rounding;
 use crate::tensor::{DType, TensorDef};
 
 /// Int8 fully connected: `out = requant(sum((w + filter_offset) * (x + input_offset)) + bias)`.
@@ -91,7 +91,9 @@ pub fn fully_connected_s8_reference(
                 acc += bias[oc];
             }
             let ch = if per_channel { oc } else { 0 };
-            let mut v = multiply_by_quantized_multiplier(acc, multipliers[ch], shifts[ch]);
+            // TFLite's int8 FC requantizes with single rounding, unlike CONV_2D (checked against the
+            // reference interpreter: double rounding differs by one on ~10% of outputs).
+            let mut v = multiply_by_quantized_multiplier_single_rounding(acc, multipliers[ch], shifts[ch]);
             v += p.output_offset;
             v = v.clamp(p.act_min, p.act_max);
             output[b * dims.output_depth + oc] = v as i8;
