@@ -349,3 +349,22 @@ fn dump_kws_features_for_python_check() {
         std::fs::write(std::format!("{dir}/{name}.stream.f32"), bytes).unwrap();
     }
 }
+
+/// Host timing of one KWS frame (window + FFT + mel + log + DCT); prints, asserts nothing.
+/// `cargo test -p ember-runtime --release --lib frontend::tests::time_per_frame -- --ignored --nocapture`
+#[test]
+#[ignore = "timing report, not a check"]
+fn time_per_frame() {
+    let config = FrontendConfig::mlperf_kws();
+    let clip = read_clip("yes_1000ms.wav");
+    let mut ws = vec![0.0f32; config.workspace_len()];
+    let mut fe = Frontend::new(&config, &mut ws).unwrap();
+    let mut out = vec![0.0f32; config.feature_len()];
+    let runs = 200;
+    let start = std::time::Instant::now();
+    for _ in 0..runs {
+        fe.process_clip(&clip, &mut out).unwrap();
+    }
+    let per_frame = start.elapsed().as_secs_f64() / (runs * 49) as f64;
+    std::println!("{:.2} us per frame", per_frame * 1e6);
+}
