@@ -1,0 +1,161 @@
+//! Runs the built `ember` binary end to end on the shared models.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn ember(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(args)
+        .output()
+        .expect("run ember")
+}
+
+fn shared_model(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("EMBER_SHARED_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
+    };
+    dir.join("models").join(name)
+}
+
+fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ember-cli-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+fn convert(dir: &Path, model: &str, labels: Option<&str>) -> PathBuf {
+    let emb = dir.join(model.replace(".tflite", ".emb"));
+    let src = shared_model(model);
+    let mut args = vec![
+        "convert",
+        src.to_str().unwrap(),
+        "-o",
+        emb.to_str().unwrap(),
+    ];
+    if let Some(l) = labels {
+        args.extend(["--labels", l]);
+    }
+    let out = ember(&args);
+    assert!(
+        out.status.success(),
+        "convert failed: {}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("arena"));
+    emb
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    for cmd in ["convert", "inspect", "run", "bench"] {
+        let out = ember(&[cmd, "--help"]);
+        assert!(out.status.success());
+        let help = text(&out.stdout);
+        assert!(help.contains("Examples:"), "{cmd} --help has no examples");
+        assert!(help.contains(&format!("ember {cmd}")), "{cmd} --help");
+    }
+}
+
+#[test]
+fn convert_inspect_run_bench_kws() {
+    let dir = temp_dir("kws");
+    let emb = convert(
+        &dir,
+        "kws_ref_model.tflite",
+        Some("down,go,left,no,off,on,right,stop,up,yes,silence,unknown"),
+    );
+    let emb_s = emb.to_str().unwrap();
+
+    let out = ember(&["inspect", emb_s, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["totals"]["ops"], 13);
+    assert!(doc["totals"]["arena_bytes"].as_u64().unwrap() <= 18_000);
+    assert_eq!(doc["totals"]["macs"], 2_656_768);
+    assert_eq!(doc["ops"][0]["op"], "CONV_2D");
+    assert_eq!(doc["labels"][9], "yes");
+
+    let out = ember(&["inspect", emb_s]);
+    assert!(text(&out.stdout).contains("DepthwiseConv2dS8"));
+
+    // A raw input of the right size runs and prints ranked labels.
+    let input = dir.join("zeros.bin");
+    std::fs::write(&input, vec![0u8; 490]).unwrap();
+    let out = ember(&["run", emb_s, "--input", input.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["output"]["values"].as_array().unwrap().len(), 12);
+    assert!(doc["top"][0]["label"].is_string());
+
+    // .npy output round trip.
+    let npy = dir.join("out.npy");
+    let out = ember(&[
+        "run",
+        emb_s,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        npy.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let written = std::fs::read(&npy).unwrap();
+    assert!(written.starts_with(b"\x93NUMPY"));
+    assert_eq!(written.len() % 64, 12 % 64);
+
+    let out = ember(&[
+        "bench",
+        emb_s,
+        "--runs",
+        "2",
+        "--warmup",
+        "0",
+        "--profile",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["p50_us"].as_f64().unwrap() > 0.0);
+    assert_eq!(doc["profile"].as_array().unwrap().len(), 13);
+}
+
+#[test]
+fn wrong_input_size_says_what_is_needed() {
+    let dir = temp_dir("wrong");
+    let emb = convert(&dir, "hello_world_int8.tflite", None);
+    let input = dir.join("bad.bin");
+    std::fs::write(&input, [0u8; 3]).unwrap();
+    let out = ember(&[
+        "run",
+        emb.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("needs exactly 1"), "{err}");
+}
+
+#[test]
+fn inspecting_a_tflite_file_suggests_convert() {
+    let src = shared_model("hello_world_int8.tflite");
+    let out = ember(&["inspect", src.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("ember convert"));
+}
+
+#[test]
+fn corrupt_tflite_fails_cleanly() {
+    let dir = temp_dir("corrupt");
+    let bad = dir.join("bad.tflite");
+    let mut bytes = std::fs::read(shared_model("hello_world_int8.tflite")).unwrap();
+    bytes.truncate(100);
+    std::fs::write(&bad, bytes).unwrap();
+    let out = ember(&["convert", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).starts_with("error: cannot convert"));
+}
