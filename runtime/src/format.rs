@@ -57,7 +57,9 @@ impl Header {
             });
         }
         if u32_at(28) != 0 {
-            return Err(Error::Malformed { what: "header (reserved bytes must be zero)" });
+            return Err(Error::Malformed {
+                what: "header (reserved bytes must be zero)",
+            });
         }
         if u16_at(6) as usize != HEADER_LEN {
             return Err(Error::Malformed {
@@ -90,7 +92,7 @@ impl Header {
         let const_end = const_start.checked_add(header.const_len as usize);
         match (graph_end, const_end) {
             (Some(g), Some(c))
-                if g <= const_start && c <= total && const_start % CONST_ALIGN == 0 => {}
+                if g <= const_start && c <= total && const_start.is_multiple_of(CONST_ALIGN) => {}
             _ => {
                 return Err(Error::Malformed {
                     what: "section lengths",
@@ -186,7 +188,7 @@ mod writer {
 
         /// Appends constant bytes, 16-byte aligned, and returns their offset for `Location::Const`.
         pub fn add_const(&mut self, bytes: &[u8]) -> u32 {
-            while self.consts.len() % CONST_ALIGN != 0 {
+            while !self.consts.len().is_multiple_of(CONST_ALIGN) {
                 self.consts.push(0);
             }
             let offset = self.consts.len() as u32;

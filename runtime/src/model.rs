@@ -63,7 +63,7 @@ impl<'a> Model<'a> {
     /// Parses and validates a model. After this succeeds, [`Model::run`] cannot go out of
     /// bounds on an arena of [`Model::arena_size`] bytes.
     pub fn load(bytes: &'a [u8]) -> Result<Model<'a>> {
-        if bytes.as_ptr() as usize % 4 != 0 {
+        if !(bytes.as_ptr() as usize).is_multiple_of(4) {
             return Err(Error::MisalignedModel);
         }
         let header = Header::parse(bytes)?;
@@ -105,7 +105,7 @@ impl<'a> Model<'a> {
             if end > arena_size {
                 return Err(bad("lies outside the arena"));
             }
-            if offset as usize % t.dtype.size() != 0 {
+            if !(offset as usize).is_multiple_of(t.dtype.size()) {
                 return Err(bad("misaligned for its element type"));
             }
             Ok(())
@@ -266,7 +266,7 @@ impl<'a> Model<'a> {
                 available: arena.len(),
             });
         }
-        if arena.as_ptr() as usize % ARENA_ALIGN != 0 {
+        if !(arena.as_ptr() as usize).is_multiple_of(ARENA_ALIGN) {
             return Err(Error::MisalignedArena);
         }
         Ok(())

@@ -36,7 +36,11 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
 /// `x * multiplier * 2^shift` with one rounding (half up), as TFLite's fully connected int8
 /// path computes it (ruy's requantization and `TFLITE_SINGLE_ROUNDING`).
 #[inline(always)]
-pub fn multiply_by_quantized_multiplier_single_rounding(x: i32, multiplier: i32, shift: i32) -> i32 {
+pub fn multiply_by_quantized_multiplier_single_rounding(
+    x: i32,
+    multiplier: i32,
+    shift: i32,
+) -> i32 {
     let total_shift = 31 - shift;
     let round = 1i64 << (total_shift - 1);
     ((x as i64 * multiplier as i64 + round) >> total_shift) as i32

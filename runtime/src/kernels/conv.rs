@@ -862,7 +862,7 @@ pub(crate) mod tests {
             act: (-128, 127),
         })
         .unwrap();
-        assert_eq!(out, [0 + 4 + 20 + 24]);
+        assert_eq!(out, [4 + 20 + 24]);
     }
 
     #[test]

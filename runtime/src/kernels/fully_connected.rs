@@ -93,7 +93,8 @@ pub fn fully_connected_s8_reference(
             let ch = if per_channel { oc } else { 0 };
             // TFLite's int8 FC requantizes with single rounding, unlike CONV_2D (checked against the
             // reference interpreter: double rounding differs by one on ~10% of outputs).
-            let mut v = multiply_by_quantized_multiplier_single_rounding(acc, multipliers[ch], shifts[ch]);
+            let mut v =
+                multiply_by_quantized_multiplier_single_rounding(acc, multipliers[ch], shifts[ch]);
             v += p.output_offset;
             v = v.clamp(p.act_min, p.act_max);
             output[b * dims.output_depth + oc] = v as i8;

@@ -5,6 +5,8 @@
 #[derive(Debug, Clone)]
 pub struct Rng(pub u64);
 
+// Some helpers are only used by variant tests on targets with optimized kernels.
+#[allow(dead_code)]
 impl Rng {
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
