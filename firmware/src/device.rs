@@ -660,7 +660,8 @@ impl<'a, F: ModelFlash, C: Clock> Core<'a, F, C> {
         }
         let end = offset.checked_add(len).filter(|&e| e <= upload.size);
         let write = F::WRITE_SIZE as u32;
-        let Some(end) = end.filter(|&e| len > 0 && (e == upload.size || len % write == 0)) else {
+        let Some(end) = end.filter(|&e| len > 0 && (e == upload.size || len.is_multiple_of(write)))
+        else {
             return Err(DeviceError::BadChunk { offset, len });
         };
         let padded_end = end.next_multiple_of(write);
@@ -927,7 +928,7 @@ impl<'a, F: ModelFlash, C: Clock> Core<'a, F, C> {
 
     fn stream_data(&mut self, samples: &[u8]) -> Reply<'_> {
         let mut stream = self.stream.ok_or(DeviceError::NotStreaming)?;
-        if samples.len() % stream.sample_bytes != 0 {
+        if !samples.len().is_multiple_of(stream.sample_bytes) {
             return Err(DeviceError::BadStreamConfig {
                 reason: "data is not a whole number of samples",
             });

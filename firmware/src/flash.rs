@@ -96,7 +96,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, const WRITE: usize, const ERASE: usize>
         if end > self.data.as_ref().len() {
             return Err(SimFlashError::OutOfBounds);
         }
-        if start % align != 0 || len % align != 0 {
+        if !start.is_multiple_of(align) || !len.is_multiple_of(align) {
             return Err(SimFlashError::NotAligned);
         }
         Ok(start)

@@ -101,7 +101,7 @@ impl FlashLayout {
             return Err(LayoutError::WriteSizeTooLarge);
         }
         let mapped = flash.mapped();
-        if mapped.as_ptr() as usize % 4 != 0 || mapped.len() < flash.capacity() {
+        if !(mapped.as_ptr() as usize).is_multiple_of(4) || mapped.len() < flash.capacity() {
             return Err(LayoutError::BadMapping);
         }
         let regions = [

@@ -87,6 +87,8 @@ pub struct Response<'a> {
     pub body: ResponseBody<'a>,
 }
 
+// No heap on the device to box `Info`; one reply at a time lives on the stack.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum ResponseBody<'a> {
