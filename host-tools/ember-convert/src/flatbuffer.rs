@@ -90,7 +90,7 @@ impl<'a> Table<'a> {
         let vtable = vtable as usize;
         let vtable_len = u16_at(buf, vtable)? as usize;
         let table_len = u16_at(buf, vtable + 2)? as usize;
-        if vtable_len < 4 || vtable_len % 2 != 0 || table_len < 4 {
+        if vtable_len < 4 || !vtable_len.is_multiple_of(2) || table_len < 4 {
             return Err(FbError::BadVtable { offset: vtable });
         }
         slice(buf, vtable, vtable_len)?;

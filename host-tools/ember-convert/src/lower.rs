@@ -762,7 +762,7 @@ fn padding_1d(
 ) -> Option<(usize, usize)> {
     let effective = filter.checked_sub(1)?.checked_mul(dilation)? + 1;
     let out = if same {
-        (input + stride - 1) / stride
+        input.div_ceil(stride)
     } else {
         (input + stride).checked_sub(effective)? / stride
     };

@@ -72,7 +72,8 @@ pub fn greedy_by_size(buffers: &[Buffer], align: usize) -> Plan {
 /// The best of several first-fit orders; never larger than [`greedy_by_size`].
 pub fn plan(buffers: &[Buffer], align: usize) -> Plan {
     let mut best = greedy_by_size(buffers, align);
-    let orders: [fn(&Buffer) -> (i64, i64); 3] = [
+    type OrderKey = fn(&Buffer) -> (i64, i64);
+    let orders: [OrderKey; 3] = [
         // Longest-lived first: long buffers pinned low leave contiguous room above.
         |b| (-((b.last_use - b.first_use) as i64), -(b.size as i64)),
         // Area (size x lifetime) descending.
