@@ -513,16 +513,18 @@ impl Kernel for Conv2dS8 {
         let shifts = ins.i32(&self.requant.shifts)?;
         check_len(bias, d.out_c)?;
         check_requant(multipliers, shifts, d.out_c)?;
-        conv2d_s8_reference(
-            self,
-            d,
-            ins.i8(&self.input)?,
-            ins.i8(&self.filter)?,
-            bias,
-            multipliers,
-            shifts,
-            as_i8_mut(out),
-        );
+        let (input, filter, output) = (ins.i8(&self.input)?, ins.i8(&self.filter)?, as_i8_mut(out));
+        let operands = super::host_simd::S8Operands { input, filter, bias, multipliers, shifts };
+        if super::host_simd::conv2d_s8(self, d, operands, output) {
+            return Ok(());
+        }
+        // The DSP-style kernel where the target has it (see `dsp::ENABLED`); it declines
+        // shapes it does not handle, which the reference then runs.
+        if !(super::dsp::ENABLED
+            && super::dsp::conv2d_s8_dsp(self, d, input, filter, bias, multipliers, shifts, output))
+        {
+            conv2d_s8_reference(self, d, input, filter, bias, multipliers, shifts, output);
+        }
         Ok(())
     }
 

@@ -140,16 +140,44 @@ impl Kernel for FullyConnectedS8 {
                 what: "fully connected shapes",
             })?;
         let (ins, out) = t.split(&self.output)?;
-        fully_connected_s8_reference(
-            self,
-            dims,
+        let (input, filter, bias) = (
             ins.i8(&self.input)?,
             ins.i8(&self.filter)?,
             ins.opt_i32(&self.bias)?,
+        );
+        let (multipliers, shifts) = (
             ins.i32(&self.requant.multipliers)?,
             ins.i32(&self.requant.shifts)?,
-            as_i8_mut(out),
         );
+        let output = as_i8_mut(out);
+        let operands = super::host_simd::S8Operands { input, filter, bias, multipliers, shifts };
+        if super::host_simd::fully_connected_s8(self, dims, operands, output) {
+            return Ok(());
+        }
+        // The DSP-style kernel where the target has it; it declines what it does not handle.
+        if !(super::dsp::ENABLED
+            && super::dsp::fully_connected_s8_dsp(
+                self,
+                dims,
+                input,
+                filter,
+                bias,
+                multipliers,
+                shifts,
+                output,
+            ))
+        {
+            fully_connected_s8_reference(
+                self,
+                dims,
+                input,
+                filter,
+                bias,
+                multipliers,
+                shifts,
+                output,
+            );
+        }
         Ok(())
     }
 
