@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use ember_runtime::format::meta_keys;
+use ember_runtime::frontend::FrontendConfig;
 
 /// Convert a TensorFlow Lite model (.tflite) into an ember model (.emb).
 #[derive(Debug, clap::Args)]
@@ -21,7 +23,15 @@ Examples:
   ember convert kws_ref_model.tflite -o kws.emb
   ember convert kws_ref_model.tflite -o kws.emb \\
       --labels down,go,left,no,off,on,right,stop,up,yes,silence,unknown
-  ember convert micro_speech.tflite --labels labels.txt   # writes micro_speech.emb"
+  ember convert micro_speech.tflite --labels labels.txt   # writes micro_speech.emb
+  ember convert kws_ref_model.tflite -o kws.emb --frontend mlperf-kws \\
+      --labels down,go,left,no,off,on,right,stop,up,yes,silence,unknown
+      # then: ember run kws.emb --input yes_1000ms.wav
+
+--frontend stores the audio front end (framing, window, FFT, mel, log, DCT; see docs/FRONTEND.md) \
+in the model, so `ember run`, `ember stream` and the firmware turn audio into the model's input \
+themselves. Presets: mlperf-kws (49 frames x 10 MFCC from 1 s of 16 kHz audio, as MLPerf Tiny's \
+keyword spotting). A JSON file with the fields of FrontendConfig is accepted too."
 )]
 pub struct Args {
     /// The .tflite model to convert.
@@ -32,6 +42,30 @@ pub struct Args {
     /// Class labels in output order: a file with one label per line, or a comma-separated list.
     #[arg(long, value_name = "FILE_OR_LIST")]
     pub labels: Option<String>,
+    /// Audio front end to store in the model: a preset (`mlperf-kws`) or a JSON file.
+    #[arg(long, value_name = "PRESET_OR_JSON")]
+    pub frontend: Option<String>,
+}
+
+/// The front-end configuration named by `spec`: a preset name or a JSON file.
+pub fn parse_frontend(spec: &str) -> anyhow::Result<FrontendConfig> {
+    let config = match spec {
+        "mlperf-kws" => FrontendConfig::mlperf_kws(),
+        path => {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "--frontend {path:?} is neither a preset (mlperf-kws) nor a readable JSON file"
+                )
+            })?;
+            serde_json::from_str(&text).with_context(|| {
+                format!("{path} is not a valid front-end configuration (see docs/FRONTEND.md)")
+            })?
+        }
+    };
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid front-end configuration: {e}"))?;
+    Ok(config)
 }
 
 /// Labels from a file (one per line) if `spec` names one, else from a comma-separated list.
@@ -61,6 +95,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut options = ember_convert::ConvertOptions::default();
     if let Some(spec) = &args.labels {
         options.labels = parse_labels(spec)?;
+    }
+    if let Some(spec) = &args.frontend {
+        let config = parse_frontend(spec)?;
+        options
+            .metadata
+            .push((meta_keys::FRONTEND.to_string(), config.to_metadata()));
     }
     let converted = ember_convert::convert_with_report(&bytes, &options).with_context(|| {
         format!(

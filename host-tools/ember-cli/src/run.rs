@@ -3,6 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use ember_runtime::format::meta_keys;
+use ember_runtime::frontend::wav::Wav;
+use ember_runtime::frontend::{Frontend, FrontendConfig};
 use ember_runtime::host::AlignedBytes;
 use ember_runtime::{DType, Model, TensorDef};
 use serde_json::json;
@@ -21,11 +24,16 @@ it is written as .npy (if the name ends in .npy) or raw little-endian bytes.
 Examples:
   ember run kws.emb --input mfcc.npy
   ember run kws.emb --input mfcc.bin --output scores.npy
-  ember run kws.emb --input mfcc.npy --json")]
+  ember run kws.emb --input mfcc.npy --json
+  ember run kws.emb --input yes_1000ms.wav     # models converted with --frontend take audio
+
+A .wav input (16-bit PCM mono at the front end's sample rate) needs a model that carries a front \
+end (`ember convert --frontend ...`): the audio is turned into features and quantized to the \
+model's input exactly as the firmware does.")]
 pub struct Args {
     /// The .emb model.
     pub model: PathBuf,
-    /// Input tensor: raw little-endian .bin or .npy.
+    /// Input tensor: raw little-endian .bin or .npy; or audio (.wav) for models with a front end.
     #[arg(short, long, value_name = "IN")]
     pub input: PathBuf,
     /// Write the output tensor here (.npy or raw .bin) instead of printing it.
@@ -194,7 +202,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             model.inputs().len()
         );
     }
-    let input = read_input(&args.input, &model.inputs()[0])?;
+    let input = if args
+        .input
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
+    {
+        audio_input(&model, &args.input)?
+    } else {
+        read_input(&args.input, &model.inputs()[0])?
+    };
     let mut arena = AlignedBytes::zeroed(model.arena_size());
     model
         .input_mut(arena.as_mut_slice(), 0)?
@@ -240,4 +256,55 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("  {}", text.join(" "));
     }
     Ok(())
+}
+
+/// The model's input computed from a WAV file by the model's own front end.
+pub fn audio_input(model: &Model<'_>, path: &Path) -> anyhow::Result<Vec<u8>> {
+    let meta = model.metadata(meta_keys::FRONTEND).with_context(|| {
+        format!(
+            "{} is audio, but the model carries no front end; convert it with `ember convert --frontend mlperf-kws ...` or pass features as .npy",
+            path.display()
+        )
+    })?;
+    let config = FrontendConfig::from_metadata(meta)
+        .map_err(|e| anyhow::anyhow!("the model's front-end configuration is invalid: {e}"))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let wav = Wav::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if wav.sample_rate != config.sample_rate_hz {
+        anyhow::bail!(
+            "{} is sampled at {} Hz; the model's front end expects {} Hz (resample with `sox IN.wav -r {} OUT.wav`)",
+            path.display(),
+            wav.sample_rate,
+            config.sample_rate_hz,
+            config.sample_rate_hz
+        );
+    }
+    let input = &model.inputs()[0];
+    let quant = match (input.dtype, input.quant) {
+        (DType::I8, Some(q)) => q,
+        _ => anyhow::bail!(
+            "audio input needs a model with a quantized int8 input; this one takes {}",
+            shape_text(input)
+        ),
+    };
+    if input.elements() != config.feature_len() {
+        anyhow::bail!(
+            "the front end makes {} features but the model input {} holds {}",
+            config.feature_len(),
+            shape_text(input),
+            input.elements()
+        );
+    }
+    // MLPerf's features see one clip padded or cut to a second; the peak scaling looks at all of it.
+    let clip_len = config.span_samples().max(config.sample_rate_hz as usize);
+    let clip: Vec<i16> = wav.samples().take(clip_len).collect();
+    let mut workspace = vec![0f32; config.workspace_len()];
+    let mut frontend = Frontend::new(&config, &mut workspace)
+        .map_err(|e| anyhow::anyhow!("cannot set up the front end: {e}"))?;
+    let mut features = vec![0f32; config.feature_len()];
+    let mut out = vec![0i8; config.feature_len()];
+    frontend
+        .process_clip_quantized(&clip, quant, &mut features, &mut out)
+        .map_err(|e| anyhow::anyhow!("front end failed on {}: {e}", path.display()))?;
+    Ok(out.into_iter().map(|v| v as u8).collect())
 }

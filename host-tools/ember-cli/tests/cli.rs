@@ -160,3 +160,82 @@ fn corrupt_tflite_fails_cleanly() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).starts_with("error: cannot convert"));
 }
+
+const KWS_LABELS: &str = "down,go,left,no,off,on,right,stop,up,yes,silence,unknown";
+
+fn kws_with_frontend(dir: &Path) -> PathBuf {
+    let emb = dir.join("kws.emb");
+    let src = shared_model("kws_ref_model.tflite");
+    let out = ember(&[
+        "convert",
+        src.to_str().unwrap(),
+        "-o",
+        emb.to_str().unwrap(),
+        "--frontend",
+        "mlperf-kws",
+        "--labels",
+        KWS_LABELS,
+    ]);
+    assert!(
+        out.status.success(),
+        "convert failed: {}",
+        text(&out.stderr)
+    );
+    emb
+}
+
+fn shared_audio(name: &str) -> PathBuf {
+    shared_model("x")
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("audio")
+        .join(name)
+}
+
+#[test]
+fn run_on_a_recording_names_the_word() {
+    let dir = temp_dir("wav");
+    let emb = kws_with_frontend(&dir);
+    let wav = shared_audio("yes_1000ms.wav");
+    let out = ember(&[
+        "run",
+        emb.to_str().unwrap(),
+        "--input",
+        wav.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["top"][0]["label"], "yes", "{doc}");
+    let silence = shared_audio("silence_1000ms.wav");
+    let out = ember(&[
+        "run",
+        emb.to_str().unwrap(),
+        "--input",
+        silence.to_str().unwrap(),
+    ]);
+    let printed = text(&out.stdout);
+    let first = printed.lines().nth(1).unwrap_or_default();
+    assert!(first.trim_start().starts_with("silence"), "{printed}");
+}
+
+#[test]
+fn audio_into_a_model_without_front_end_says_how_to_fix_it() {
+    let dir = temp_dir("wav-nofrontend");
+    let emb = convert(&dir, "kws_ref_model.tflite", None);
+    let wav = shared_audio("yes_1000ms.wav");
+    let out = ember(&[
+        "run",
+        emb.to_str().unwrap(),
+        "--input",
+        wav.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--frontend"),
+        "{}",
+        text(&out.stderr)
+    );
+}
