@@ -41,12 +41,17 @@ pub mod depthwise;
 pub mod dsp;
 pub mod elementwise;
 pub mod fully_connected;
+pub mod host_simd;
 pub mod hybrid;
 pub mod pad;
 pub mod pooling;
 pub mod quantize;
 pub mod reduce;
 pub mod reshape;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
 #[cfg(test)]
 pub(crate) mod testing;
 

@@ -1,0 +1,814 @@
+//! x86-64 int8 kernels: AVX2 and SSE4.1, chosen at run time with `is_x86_feature_detected!`
+//! under the `std` feature, from the compile-time target features without it.
+//!
+//! Exactness: int8 values are sign-extended to int16 (`x + input_offset` fits: both are within
+//! ±255, and so do FC weights plus their offset, within ±383), multiplied pairwise into int32 with
+//! `madd_epi16` (|a*b + c*d| < 2^31, no saturation) and summed with wrapping int32 adds, which
+//! equal the reference's wrapping sums in any order. Requantization is the same integer
+//! arithmetic as [`crate::quant`]: AVX2 does TFLite's double rounding on 8 lanes (see
+//! [`requant_double_avx2`]), single rounding (FC) and SSE4.1 stay scalar per output.
+
+// Every `unsafe fn` here is a SIMD body whose whole contract is "the CPU has the feature and the
+// slices are as long as the geometry says", checked once at the safe entry points; wrapping each
+// intrinsic call again would add noise, not safety.
+#![allow(unsafe_op_in_unsafe_fn)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+use core::arch::x86_64::*;
+
+use super::conv::{per_channel, tap, Conv2dS8, SpatialDims};
+use super::depthwise::DepthwiseConv2dS8;
+use super::fully_connected::{FcDims, FullyConnectedS8};
+use super::host_simd::{conv_patch_len, depthwise_ok, fc_ok, gather_patch, S8Operands, MAX_PATCH};
+use crate::quant::{
+    multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_single_rounding,
+};
+
+/// Instruction set a variant uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    Avx2,
+    Sse41,
+    /// No SIMD variant: callers use the reference.
+    Scalar,
+}
+
+/// The best instruction set this CPU (or, without `std`, this build) supports.
+#[inline]
+pub fn best() -> Isa {
+    #[cfg(feature = "std")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            Isa::Avx2
+        } else if std::is_x86_feature_detected!("sse4.1") {
+            Isa::Sse41
+        } else {
+            Isa::Scalar
+        }
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        if cfg!(target_feature = "avx2") {
+            Isa::Avx2
+        } else if cfg!(target_feature = "sse4.1") {
+            Isa::Sse41
+        } else {
+            Isa::Scalar
+        }
+    }
+}
+
+/// `true` when `isa` can run here (so tests can ask for a variant the CPU lacks and skip it).
+pub fn supported(isa: Isa) -> bool {
+    match (isa, best()) {
+        (Isa::Scalar, _) => false,
+        (Isa::Avx2, Isa::Avx2) => true,
+        (Isa::Sse41, Isa::Avx2 | Isa::Sse41) => true,
+        _ => false,
+    }
+}
+
+/// Reference requantization of one convolution accumulator (double rounding).
+#[inline(always)]
+fn requant_conv_scalar(acc: i32, m: i32, s: i32, out_offset: i32, lo: i32, hi: i32) -> i8 {
+    multiply_by_quantized_multiplier(acc, m, s)
+        .wrapping_add(out_offset)
+        .clamp(lo, hi) as i8
+}
+
+/// CONV_2D int8 with `isa`; `false` when it does not apply.
+pub fn conv2d_s8(
+    p: &Conv2dS8,
+    d: SpatialDims,
+    ops: S8Operands<'_>,
+    output: &mut [i8],
+    isa: Isa,
+) -> bool {
+    let Some(k) = conv_patch_len(&d, &ops, output) else {
+        return false;
+    };
+    if !supported(isa) {
+        return false;
+    }
+    // SAFETY: `supported` checked the CPU feature; `conv_patch_len` checked every slice length
+    // the kernels index (patch <= MAX_PATCH, filter >= out_c * k, input and output sizes).
+    unsafe {
+        match isa {
+            Isa::Avx2 => conv2d_s8_avx2(p, &d, &ops, output, k),
+            _ => conv2d_s8_sse41(p, &d, &ops, output, k),
+        }
+    }
+    true
+}
+
+/// DEPTHWISE_CONV_2D int8 (depth multiplier 1) with `isa`; `false` when it does not apply.
+pub fn depthwise_conv2d_s8(
+    p: &DepthwiseConv2dS8,
+    d: SpatialDims,
+    ops: S8Operands<'_>,
+    output: &mut [i8],
+    isa: Isa,
+) -> bool {
+    if !depthwise_ok(&d, &ops, output) || !supported(isa) {
+        return false;
+    }
+    // SAFETY: feature checked; `depthwise_ok` checked the slice lengths.
+    unsafe {
+        match isa {
+            Isa::Avx2 => depthwise_s8_avx2(p, &d, &ops, output),
+            _ => depthwise_s8_sse41(p, &d, &ops, output),
+        }
+    }
+    true
+}
+
+/// FULLY_CONNECTED int8 with `isa`; `false` when it does not apply.
+pub fn fully_connected_s8(
+    p: &FullyConnectedS8,
+    dims: FcDims,
+    ops: S8Operands<'_>,
+    output: &mut [i8],
+    isa: Isa,
+) -> bool {
+    if !fc_ok(&dims, &ops, output) || !supported(isa) {
+        return false;
+    }
+    // SAFETY: feature checked; `fc_ok` checked the slice lengths.
+    unsafe {
+        match isa {
+            Isa::Avx2 => fully_connected_s8_avx2(p, &dims, &ops, output),
+            _ => fully_connected_s8_sse41(p, &dims, &ops, output),
+        }
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX2
+
+/// Sums each of 8 vectors across its lanes: lane `r` of the result is the sum of `acc[r]`.
+#[inline(always)]
+unsafe fn hsum8_avx2(acc: &[__m256i; 8]) -> __m256i {
+    let h01 = _mm256_hadd_epi32(acc[0], acc[1]);
+    let h23 = _mm256_hadd_epi32(acc[2], acc[3]);
+    let h45 = _mm256_hadd_epi32(acc[4], acc[5]);
+    let h67 = _mm256_hadd_epi32(acc[6], acc[7]);
+    let q0 = _mm256_hadd_epi32(h01, h23);
+    let q1 = _mm256_hadd_epi32(h45, h67);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(q0, q1, 0x20),
+        _mm256_permute2x128_si256(q0, q1, 0x31),
+    )
+}
+
+/// Dot products of `patch[..k]` with 8 consecutive filter rows starting at `row0`
+/// (`(w + filter_offset) * x` summed in int32); lane `r` is row `row0 + r`.
+///
+/// Safety: AVX2; `patch.len() >= k`, `filter.len() >= (row0 + 8) * k`.
+#[inline(always)]
+unsafe fn dot8_avx2(patch: &[i16], filter: &[i8], k: usize, row0: usize, fo: i16) -> __m256i {
+    let mut acc = [_mm256_setzero_si256(); 8];
+    let fo16 = _mm256_set1_epi16(fo);
+    let k16 = k & !15;
+    let px = patch.as_ptr();
+    let fp = filter.as_ptr().add(row0 * k);
+    let mut i = 0;
+    while i < k16 {
+        let x = _mm256_loadu_si256(px.add(i) as *const __m256i);
+        for (r, a) in acc.iter_mut().enumerate() {
+            let w8 = _mm_loadu_si128(fp.add(r * k + i) as *const __m128i);
+            let w = _mm256_add_epi16(_mm256_cvtepi8_epi16(w8), fo16);
+            *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, w));
+        }
+        i += 16;
+    }
+    let mut sums = hsum8_avx2(&acc);
+    if k16 < k {
+        let mut tail = [0i32; 8];
+        for (r, t) in tail.iter_mut().enumerate() {
+            let row = &filter[(row0 + r) * k..(row0 + r + 1) * k];
+            for j in k16..k {
+                *t = t.wrapping_add(patch[j] as i32 * (row[j] as i32 + fo as i32));
+            }
+        }
+        sums = _mm256_add_epi32(sums, _mm256_loadu_si256(tail.as_ptr() as *const __m256i));
+    }
+    sums
+}
+
+/// Scalar dot product for leftover rows.
+#[inline(always)]
+fn dot_scalar(patch: &[i16], row: &[i8], fo: i32) -> i32 {
+    patch.iter().zip(row).fold(0i32, |acc, (&x, &w)| {
+        acc.wrapping_add(x as i32 * (w as i32 + fo))
+    })
+}
+
+/// 8 per-channel values starting at `c` (or the single per-tensor value, broadcast).
+#[inline(always)]
+unsafe fn channel_vec_avx2(values: &[i32], c: usize) -> __m256i {
+    if values.len() == 1 {
+        _mm256_set1_epi32(values[0])
+    } else {
+        let lanes = &values[c..c + 8];
+        _mm256_loadu_si256(lanes.as_ptr() as *const __m256i)
+    }
+}
+
+/// TFLite's `MultiplyByQuantizedMultiplier` (double rounding) on 8 lanes.
+///
+/// `SaturatingRoundingDoublingHighMul(a, b)` adds `±2^30` and truncates toward zero, which
+/// equals `floor((a*b + 2^30) / 2^31)` for every `a*b` (for negative products, truncation is a
+/// ceiling, and `ceil((n + 1 - 2^30) / 2^31) = floor((n + 2^30) / 2^31)`); the only
+/// saturating case, `a = b = i32::MIN`, is patched. `RoundingDivideByPOT` is done with the
+/// same mask/threshold formula as the scalar code.
+#[inline(always)]
+unsafe fn requant_double_avx2(acc: __m256i, mult: __m256i, shift: __m256i) -> __m256i {
+    let zero = _mm256_setzero_si256();
+    let left = _mm256_max_epi32(shift, zero);
+    let right = _mm256_max_epi32(_mm256_sub_epi32(zero, shift), zero);
+    let x = _mm256_sllv_epi32(acc, left);
+    let round = _mm256_set1_epi64x(1 << 30);
+    // Even lanes: bits 31..62 of the 64-bit sum land in the low half after >> 31.
+    let even = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(x, mult), round), 31);
+    // Odd lanes: the same bits land in the high half after << 1.
+    let odd_product = _mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(mult, 32));
+    let odd = _mm256_slli_epi64(_mm256_add_epi64(odd_product, round), 1);
+    let mut high = _mm256_blend_epi32(even, odd, 0b1010_1010);
+    let min = _mm256_set1_epi32(i32::MIN);
+    let saturated = _mm256_and_si256(_mm256_cmpeq_epi32(x, min), _mm256_cmpeq_epi32(mult, min));
+    high = _mm256_blendv_epi8(high, _mm256_set1_epi32(i32::MAX), saturated);
+    let one = _mm256_set1_epi32(1);
+    let mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, right), one);
+    let remainder = _mm256_and_si256(high, mask);
+    // threshold = (mask >> 1) + (high < 0); the compare yields -1 for true.
+    let threshold = _mm256_sub_epi32(_mm256_srai_epi32(mask, 1), _mm256_cmpgt_epi32(zero, high));
+    _mm256_sub_epi32(
+        _mm256_srav_epi32(high, right),
+        _mm256_cmpgt_epi32(remainder, threshold),
+    )
+}
+
+/// Bias (if any), requantization, output offset and clamp for 8 channels from `c`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn finish8_avx2(
+    mut acc: __m256i,
+    ops: &S8Operands<'_>,
+    c: usize,
+    out_offset: __m256i,
+    lo: __m256i,
+    hi: __m256i,
+) -> __m256i {
+    if let Some(bias) = ops.bias {
+        acc = _mm256_add_epi32(acc, channel_vec_avx2(&bias[c..c + 8], 0));
+    }
+    let v = requant_double_avx2(
+        acc,
+        channel_vec_avx2(ops.multipliers, c),
+        channel_vec_avx2(ops.shifts, c),
+    );
+    _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(v, out_offset), lo), hi)
+}
+
+/// Stores 8 int32 lanes already inside [-128, 127] as 8 bytes.
+#[inline(always)]
+unsafe fn store8_avx2(dst: &mut [i8], v: __m256i) {
+    let words = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let bytes = _mm_packs_epi16(words, words);
+    let out = &mut dst[..8];
+    _mm_storel_epi64(out.as_mut_ptr() as *mut __m128i, bytes);
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn conv2d_s8_avx2(
+    p: &Conv2dS8,
+    d: &SpatialDims,
+    ops: &S8Operands<'_>,
+    output: &mut [i8],
+    k: usize,
+) {
+    let mut patch = [0i16; MAX_PATCH];
+    let oc8 = d.out_c & !7;
+    let out_offset = _mm256_set1_epi32(p.output_offset);
+    let lo = _mm256_set1_epi32(p.act_min);
+    let hi = _mm256_set1_epi32(p.act_max);
+    for b in 0..d.batches {
+        for out_y in 0..d.out_h {
+            for out_x in 0..d.out_w {
+                gather_patch(p, d, ops.input, b, out_y, out_x, &mut patch);
+                let patch = &patch[..k];
+                let out_at = d.output_index(b, out_y, out_x, 0);
+                let out_pixel = &mut output[out_at..out_at + d.out_c];
+                let mut oc = 0;
+                while oc < oc8 {
+                    let acc = dot8_avx2(patch, ops.filter, k, oc, 0);
+                    let v = finish8_avx2(acc, ops, oc, out_offset, lo, hi);
+                    store8_avx2(&mut out_pixel[oc..], v);
+                    oc += 8;
+                }
+                for (oc, out) in out_pixel.iter_mut().enumerate().skip(oc8) {
+                    let mut acc = dot_scalar(patch, &ops.filter[oc * k..(oc + 1) * k], 0);
+                    if let Some(bias) = ops.bias {
+                        acc = acc.wrapping_add(bias[oc]);
+                    }
+                    *out = requant_conv_scalar(
+                        acc,
+                        per_channel(ops.multipliers, oc),
+                        per_channel(ops.shifts, oc),
+                        p.output_offset,
+                        p.act_min,
+                        p.act_max,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Accumulates depthwise taps for channels `c..c + 16` of one output pixel into two int32x8.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn depthwise_taps16_avx2(
+    p: &DepthwiseConv2dS8,
+    d: &SpatialDims,
+    ops: &S8Operands<'_>,
+    b: usize,
+    out_y: usize,
+    out_x: usize,
+    c: usize,
+    acc: &mut [__m256i; 2],
+) {
+    let w = p.window;
+    let offset = _mm256_set1_epi16(p.input_offset as i16);
+    for fy in 0..d.filter_h {
+        let Some(in_y) = tap(out_y, w.stride_h, w.pad_top, fy, w.dilation_h, d.in_h) else {
+            continue;
+        };
+        for fx in 0..d.filter_w {
+            let Some(in_x) = tap(out_x, w.stride_w, w.pad_left, fx, w.dilation_w, d.in_w) else {
+                continue;
+            };
+            let x_at = d.input_index(b, in_y, in_x, c);
+            let f_at = (fy * d.filter_w + fx) * d.out_c + c;
+            let x8 = &ops.input[x_at..x_at + 16];
+            let f8 = &ops.filter[f_at..f_at + 16];
+            let x = _mm256_add_epi16(
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(x8.as_ptr() as *const __m128i)),
+                offset,
+            );
+            let f = _mm256_cvtepi8_epi16(_mm_loadu_si128(f8.as_ptr() as *const __m128i));
+            // |x| <= 255 and |f| <= 128: the int16 product is exact.
+            let product = _mm256_mullo_epi16(x, f);
+            acc[0] = _mm256_add_epi32(
+                acc[0],
+                _mm256_cvtepi16_epi32(_mm256_castsi256_si128(product)),
+            );
+            acc[1] = _mm256_add_epi32(
+                acc[1],
+                _mm256_cvtepi16_epi32(_mm256_extracti128_si256(product, 1)),
+            );
+        }
+    }
+}
+
+/// Scalar depthwise output for one channel (channel tails), reference arithmetic.
+#[allow(clippy::too_many_arguments)]
+fn depthwise_channel_scalar(
+    p: &DepthwiseConv2dS8,
+    d: &SpatialDims,
+    ops: &S8Operands<'_>,
+    b: usize,
+    out_y: usize,
+    out_x: usize,
+    c: usize,
+) -> i8 {
+    let w = p.window;
+    let mut acc: i32 = 0;
+    for fy in 0..d.filter_h {
+        let Some(in_y) = tap(out_y, w.stride_h, w.pad_top, fy, w.dilation_h, d.in_h) else {
+            continue;
+        };
+        for fx in 0..d.filter_w {
+            let Some(in_x) = tap(out_x, w.stride_w, w.pad_left, fx, w.dilation_w, d.in_w) else {
+                continue;
+            };
+            let x = ops.input[d.input_index(b, in_y, in_x, c)] as i32 + p.input_offset;
+            let f = ops.filter[(fy * d.filter_w + fx) * d.out_c + c] as i32;
+            acc = acc.wrapping_add(f.wrapping_mul(x));
+        }
+    }
+    if let Some(bias) = ops.bias {
+        acc = acc.wrapping_add(bias[c]);
+    }
+    requant_conv_scalar(
+        acc,
+        per_channel(ops.multipliers, c),
+        per_channel(ops.shifts, c),
+        p.output_offset,
+        p.act_min,
+        p.act_max,
+    )
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn depthwise_s8_avx2(
+    p: &DepthwiseConv2dS8,
+    d: &SpatialDims,
+    ops: &S8Operands<'_>,
+    output: &mut [i8],
+) {
+    let c16 = d.out_c & !15;
+    let out_offset = _mm256_set1_epi32(p.output_offset);
+    let lo = _mm256_set1_epi32(p.act_min);
+    let hi = _mm256_set1_epi32(p.act_max);
+    for b in 0..d.batches {
+        for out_y in 0..d.out_h {
+            for out_x in 0..d.out_w {
+                let out_at = d.output_index(b, out_y, out_x, 0);
+                let mut c = 0;
+                while c < c16 {
+                    let mut acc = [_mm256_setzero_si256(); 2];
+                    depthwise_taps16_avx2(p, d, ops, b, out_y, out_x, c, &mut acc);
+                    let v0 = finish8_avx2(acc[0], ops, c, out_offset, lo, hi);
+                    let v1 = finish8_avx2(acc[1], ops, c + 8, out_offset, lo, hi);
+                    // packs works per 128-bit lane: reorder to channel order afterwards.
+                    let words = _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0b11_01_10_00);
+                    let bytes = _mm_packs_epi16(
+                        _mm256_castsi256_si128(words),
+                        _mm256_extracti128_si256(words, 1),
+                    );
+                    let out = &mut output[out_at + c..out_at + c + 16];
+                    _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, bytes);
+                    c += 16;
+                }
+                for c in c16..d.out_c {
+                    output[out_at + c] = depthwise_channel_scalar(p, d, ops, b, out_y, out_x, c);
+                }
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn fully_connected_s8_avx2(
+    p: &FullyConnectedS8,
+    dims: &FcDims,
+    ops: &S8Operands<'_>,
+    output: &mut [i8],
+) {
+    let k = dims.accum_depth;
+    let mut patch = [0i16; MAX_PATCH];
+    let o8 = dims.output_depth & !7;
+    let fo = p.filter_offset as i16;
+    for b in 0..dims.batches {
+        let row = &ops.input[b * k..(b + 1) * k];
+        for (v, &x) in patch.iter_mut().zip(row) {
+            *v = x as i16 + p.input_offset as i16;
+        }
+        let patch = &patch[..k];
+        let out_row = &mut output[b * dims.output_depth..(b + 1) * dims.output_depth];
+        let mut acc = [0i32; 8];
+        let mut oc = 0;
+        while oc < o8 {
+            let sums = dot8_avx2(patch, ops.filter, k, oc, fo);
+            _mm256_storeu_si256(acc.as_mut_ptr() as *mut __m256i, sums);
+            for (r, &a) in acc.iter().enumerate() {
+                out_row[oc + r] = fc_finish(p, ops, oc + r, a);
+            }
+            oc += 8;
+        }
+        for oc in o8..dims.output_depth {
+            let a = dot_scalar(patch, &ops.filter[oc * k..(oc + 1) * k], p.filter_offset);
+            out_row[oc] = fc_finish(p, ops, oc, a);
+        }
+    }
+}
+
+/// FC bias, single-rounding requantization, offset and clamp (as the reference).
+#[inline(always)]
+fn fc_finish(p: &FullyConnectedS8, ops: &S8Operands<'_>, oc: usize, mut acc: i32) -> i8 {
+    if let Some(bias) = ops.bias {
+        acc = acc.wrapping_add(bias[oc]);
+    }
+    let v = multiply_by_quantized_multiplier_single_rounding(
+        acc,
+        per_channel(ops.multipliers, oc),
+        per_channel(ops.shifts, oc),
+    );
+    v.wrapping_add(p.output_offset).clamp(p.act_min, p.act_max) as i8
+}
+
+// ---------------------------------------------------------------------------------------------
+// SSE4.1
+
+/// Like [`dot8_avx2`] with 4 rows and 8-wide steps; returns the 4 sums.
+///
+/// Safety: SSE4.1; `patch.len() >= k`, `filter.len() >= (row0 + 4) * k`.
+#[inline(always)]
+unsafe fn dot4_sse41(patch: &[i16], filter: &[i8], k: usize, row0: usize, fo: i16) -> [i32; 4] {
+    let mut acc = [_mm_setzero_si128(); 4];
+    let fo16 = _mm_set1_epi16(fo);
+    let k8 = k & !7;
+    let px = patch.as_ptr();
+    let fp = filter.as_ptr().add(row0 * k);
+    let mut i = 0;
+    while i < k8 {
+        let x = _mm_loadu_si128(px.add(i) as *const __m128i);
+        for (r, a) in acc.iter_mut().enumerate() {
+            let w8 = _mm_loadl_epi64(fp.add(r * k + i) as *const __m128i);
+            let w = _mm_add_epi16(_mm_cvtepi8_epi16(w8), fo16);
+            *a = _mm_add_epi32(*a, _mm_madd_epi16(x, w));
+        }
+        i += 8;
+    }
+    let h01 = _mm_hadd_epi32(acc[0], acc[1]);
+    let h23 = _mm_hadd_epi32(acc[2], acc[3]);
+    let mut sums = [0i32; 4];
+    _mm_storeu_si128(sums.as_mut_ptr() as *mut __m128i, _mm_hadd_epi32(h01, h23));
+    for (r, s) in sums.iter_mut().enumerate() {
+        let row = &filter[(row0 + r) * k..(row0 + r + 1) * k];
+        *s = s.wrapping_add(dot_scalar(&patch[k8..k], &row[k8..], fo as i32));
+    }
+    sums
+}
+
+#[target_feature(enable = "sse4.1")]
+unsafe fn conv2d_s8_sse41(
+    p: &Conv2dS8,
+    d: &SpatialDims,
+    ops: &S8Operands<'_>,
+    output: &mut [i8],
+    k: usize,
+) {
+    let mut patch = [0i16; MAX_PATCH];
+    let oc4 = d.out_c & !3;
+    for b in 0..d.batches {
+        for out_y in 0..d.out_h {
+            for out_x in 0..d.out_w {
+                gather_patch(p, d, ops.input, b, out_y, out_x, &mut patch);
+                let patch = &patch[..k];
+                let out_at = d.output_index(b, out_y, out_x, 0);
+                let out_pixel = &mut output[out_at..out_at + d.out_c];
+                for oc0 in (0..d.out_c).step_by(4) {
+                    let sums = if oc0 < oc4 {
+                        dot4_sse41(patch, ops.filter, k, oc0, 0)
+                    } else {
+                        [0; 4]
+                    };
+                    for r in 0..4.min(d.out_c - oc0) {
+                        let oc = oc0 + r;
+                        let mut acc = if oc0 < oc4 {
+                            sums[r]
+                        } else {
+                            dot_scalar(patch, &ops.filter[oc * k..(oc + 1) * k], 0)
+                        };
+                        if let Some(bias) = ops.bias {
+                            acc = acc.wrapping_add(bias[oc]);
+                        }
+                        out_pixel[oc] = requant_conv_scalar(
+                            acc,
+                            per_channel(ops.multipliers, oc),
+                            per_channel(ops.shifts, oc),
+                            p.output_offset,
+                            p.act_min,
+                            p.act_max,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "sse4.1")]
+unsafe fn depthwise_s8_sse41(
+    p: &DepthwiseConv2dS8,
+    d: &SpatialDims,
+    ops: &S8Operands<'_>,
+    output: &mut [i8],
+) {
+    let w = p.window;
+    let c8 = d.out_c & !7;
+    let offset = _mm_set1_epi16(p.input_offset as i16);
+    for b in 0..d.batches {
+        for out_y in 0..d.out_h {
+            for out_x in 0..d.out_w {
+                let out_at = d.output_index(b, out_y, out_x, 0);
+                let mut c = 0;
+                while c < c8 {
+                    let mut acc = [_mm_setzero_si128(); 2];
+                    for fy in 0..d.filter_h {
+                        let Some(in_y) =
+                            tap(out_y, w.stride_h, w.pad_top, fy, w.dilation_h, d.in_h)
+                        else {
+                            continue;
+                        };
+                        for fx in 0..d.filter_w {
+                            let Some(in_x) =
+                                tap(out_x, w.stride_w, w.pad_left, fx, w.dilation_w, d.in_w)
+                            else {
+                                continue;
+                            };
+                            let x_at = d.input_index(b, in_y, in_x, c);
+                            let f_at = (fy * d.filter_w + fx) * d.out_c + c;
+                            let x8 = &ops.input[x_at..x_at + 8];
+                            let f8 = &ops.filter[f_at..f_at + 8];
+                            let x = _mm_add_epi16(
+                                _mm_cvtepi8_epi16(_mm_loadl_epi64(x8.as_ptr() as *const __m128i)),
+                                offset,
+                            );
+                            let f =
+                                _mm_cvtepi8_epi16(_mm_loadl_epi64(f8.as_ptr() as *const __m128i));
+                            let product = _mm_mullo_epi16(x, f);
+                            acc[0] = _mm_add_epi32(acc[0], _mm_cvtepi16_epi32(product));
+                            acc[1] = _mm_add_epi32(
+                                acc[1],
+                                _mm_cvtepi16_epi32(_mm_unpackhi_epi64(product, product)),
+                            );
+                        }
+                    }
+                    let mut sums = [0i32; 8];
+                    _mm_storeu_si128(sums.as_mut_ptr() as *mut __m128i, acc[0]);
+                    _mm_storeu_si128(sums.as_mut_ptr().add(4) as *mut __m128i, acc[1]);
+                    for (r, &s) in sums.iter().enumerate() {
+                        let ch = c + r;
+                        let mut a = s;
+                        if let Some(bias) = ops.bias {
+                            a = a.wrapping_add(bias[ch]);
+                        }
+                        output[out_at + ch] = requant_conv_scalar(
+                            a,
+                            per_channel(ops.multipliers, ch),
+                            per_channel(ops.shifts, ch),
+                            p.output_offset,
+                            p.act_min,
+                            p.act_max,
+                        );
+                    }
+                    c += 8;
+                }
+                for c in c8..d.out_c {
+                    output[out_at + c] = depthwise_channel_scalar(p, d, ops, b, out_y, out_x, c);
+                }
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "sse4.1")]
+unsafe fn fully_connected_s8_sse41(
+    p: &FullyConnectedS8,
+    dims: &FcDims,
+    ops: &S8Operands<'_>,
+    output: &mut [i8],
+) {
+    let k = dims.accum_depth;
+    let mut patch = [0i16; MAX_PATCH];
+    let o4 = dims.output_depth & !3;
+    let fo = p.filter_offset as i16;
+    for b in 0..dims.batches {
+        let row = &ops.input[b * k..(b + 1) * k];
+        for (v, &x) in patch.iter_mut().zip(row) {
+            *v = x as i16 + p.input_offset as i16;
+        }
+        let patch = &patch[..k];
+        let out_row = &mut output[b * dims.output_depth..(b + 1) * dims.output_depth];
+        let mut oc = 0;
+        while oc < o4 {
+            let sums = dot4_sse41(patch, ops.filter, k, oc, fo);
+            for (r, &a) in sums.iter().enumerate() {
+                out_row[oc + r] = fc_finish(p, ops, oc + r, a);
+            }
+            oc += 4;
+        }
+        for oc in o4..dims.output_depth {
+            let a = dot_scalar(patch, &ops.filter[oc * k..(oc + 1) * k], p.filter_offset);
+            out_row[oc] = fc_finish(p, ops, oc, a);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::host_simd::testing::*;
+
+    fn run_conv(case: &ConvCase, isa: Isa) -> Vec<i8> {
+        let mut out = vec![0i8; case.d.output_elements()];
+        if supported(isa) {
+            assert!(conv2d_s8(&case.p, case.d, case.ops(), &mut out, isa));
+            out
+        } else {
+            conv_reference(case)
+        }
+    }
+
+    fn run_depthwise(case: &DepthwiseCase, isa: Isa) -> Vec<i8> {
+        let mut out = vec![0i8; case.d.output_elements()];
+        if supported(isa) && depthwise_conv2d_s8(&case.p, case.d, case.ops(), &mut out, isa) {
+            out
+        } else {
+            depthwise_reference(case)
+        }
+    }
+
+    fn run_fc(case: &FcCase, isa: Isa) -> Vec<i8> {
+        let mut out = vec![0i8; case.dims.batches * case.dims.output_depth];
+        if supported(isa) {
+            assert!(fully_connected_s8(
+                &case.p,
+                case.dims,
+                case.ops(),
+                &mut out,
+                isa
+            ));
+            out
+        } else {
+            fc_reference(case)
+        }
+    }
+
+    crate::kernel_variants_match_reference!(
+        conv2d_s8_x86_variants,
+        cases = 300,
+        setup = ConvCase::random,
+        reference = conv_reference,
+        variants = [|c| run_conv(c, Isa::Avx2), |c| run_conv(c, Isa::Sse41)]
+    );
+
+    crate::kernel_variants_match_reference!(
+        depthwise_conv2d_s8_x86_variants,
+        cases = 300,
+        setup = DepthwiseCase::random,
+        reference = depthwise_reference,
+        variants = [
+            |c| run_depthwise(c, Isa::Avx2),
+            |c| run_depthwise(c, Isa::Sse41)
+        ]
+    );
+
+    crate::kernel_variants_match_reference!(
+        fully_connected_s8_x86_variants,
+        cases = 300,
+        setup = FcCase::random,
+        reference = fc_reference,
+        variants = [|c| run_fc(c, Isa::Avx2), |c| run_fc(c, Isa::Sse41)]
+    );
+
+    #[test]
+    fn avx2_requant_matches_scalar_on_edge_values() {
+        if !supported(Isa::Avx2) {
+            return;
+        }
+        let mut rng = crate::kernels::testing::Rng(7);
+        let special = [
+            0,
+            1,
+            -1,
+            i32::MIN,
+            i32::MAX,
+            1 << 30,
+            -(1 << 30),
+            12345,
+            -54321,
+        ];
+        for round in 0..20_000 {
+            let mut acc = [0i32; 8];
+            let mut mult = [0i32; 8];
+            let mut shift = [0i32; 8];
+            for l in 0..8 {
+                acc[l] = if round % 3 == 0 {
+                    special[rng.range(0, 8) as usize]
+                } else {
+                    rng.next_u64() as i32
+                };
+                mult[l] = if round % 5 == 0 {
+                    special[rng.range(0, 8) as usize]
+                } else {
+                    rng.next_u64() as i32
+                };
+                shift[l] = rng.range(-31, 30) as i32;
+            }
+            let mut got = [0i32; 8];
+            // SAFETY: AVX2 checked above; arrays hold 8 lanes.
+            unsafe {
+                let load = |a: &[i32; 8]| _mm256_loadu_si256(a.as_ptr() as *const __m256i);
+                let v = requant_double_avx2(load(&acc), load(&mult), load(&shift));
+                _mm256_storeu_si256(got.as_mut_ptr() as *mut __m256i, v);
+            }
+            for l in 0..8 {
+                assert_eq!(
+                    got[l],
+                    multiply_by_quantized_multiplier(acc[l], mult[l], shift[l]),
+                    "acc {} mult {} shift {}",
+                    acc[l],
+                    mult[l],
+                    shift[l]
+                );
+            }
+        }
+    }
+}
