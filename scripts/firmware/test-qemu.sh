@@ -61,3 +61,6 @@ fi
 instructions=$(sed -n 's/^instructions_per_inference=//p' "$log")
 echo "PASS: bit-exact with the host on $tflite_name; $instructions instructions per inference"
 echo "1 passed, 0 failed"
+
+echo "==> device end to end over the QEMU PTY (scripts/firmware/e2e.sh)"
+scripts/firmware/e2e.sh
