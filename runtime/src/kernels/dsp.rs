@@ -240,6 +240,33 @@ fn requantizer(multipliers: &[i32], shifts: &[i32], c: usize) -> Requantizer {
     })
 }
 
+/// Output channels whose bias and requantizer are prepared at once (a stack array), so the
+/// per-output work is one inline requantization.
+const CHANNEL_CHUNK: usize = 32;
+
+/// Bias and requantizer of each channel in `start..start + CHANNEL_CHUNK` (clipped to `channels`).
+fn channel_params(
+    bias: Option<&[i32]>,
+    multipliers: &[i32],
+    shifts: &[i32],
+    start: usize,
+    channels: usize,
+) -> [(i32, Requantizer); CHANNEL_CHUNK] {
+    let mut params = [(0, requantizer(multipliers, shifts, 0)); CHANNEL_CHUNK];
+    for (i, slot) in params
+        .iter_mut()
+        .enumerate()
+        .take(channels.saturating_sub(start))
+    {
+        let c = start + i;
+        *slot = (
+            bias.map_or(0, |b| b[c]),
+            requantizer(multipliers, shifts, c),
+        );
+    }
+    params
+}
+
 #[inline(always)]
 fn finish(acc: i32, r: Requantizer, output_offset: i32, act_min: i32, act_max: i32) -> i8 {
     r.apply(acc)
@@ -248,28 +275,22 @@ fn finish(acc: i32, r: Requantizer, output_offset: i32, act_min: i32, act_max: i
 }
 
 /// `[x0.w0, x0.w1, x1.w0, x1.w1]` over `k` values, inputs plus `offset` (packed by
-/// [`simd::splat16`]), filters as they are.
+/// [`simd::splat16`]), filters as they are; `x1` is `x0 + CONV_PATCH_MAX` (one fixed
+/// displacement keeps a register free for the accumulators).
 ///
 /// # Safety
-/// `x0, x1, w0, w1` must each point to `k` readable bytes.
+/// `x0, x0 + CONV_PATCH_MAX, w0, w1` must each point to `k` readable bytes.
 #[inline(always)]
-unsafe fn dot_2x2(
-    x0: *const i8,
-    x1: *const i8,
-    w0: *const i8,
-    w1: *const i8,
-    k: usize,
-    offset: u32,
-) -> [i32; 4] {
+unsafe fn dot_2x2(x0: *const i8, w0: *const i8, w1: *const i8, k: usize, offset: u32) -> [i32; 4] {
     use simd::*;
     let (mut a00, mut a01, mut a10, mut a11) = (0i32, 0i32, 0i32, 0i32);
-    let (mut x0, mut x1, mut w0, mut w1) = (x0, x1, w0, w1);
+    let (mut x0, mut w0, mut w1) = (x0, w0, w1);
     let mut left = k;
     // SAFETY (whole block): every read stays within the first `k` bytes of each row.
     unsafe {
         while left >= 4 {
             let a = read_u32(x0);
-            let b = read_u32(x1);
+            let b = read_u32(x0.add(CONV_PATCH_MAX));
             let a02 = sxtab16(offset, a);
             let a13 = sxtab16_ror8(offset, a);
             let b02 = sxtab16(offset, b);
@@ -289,7 +310,6 @@ unsafe fn dot_2x2(
             a11 = smlad(b02, g02, a11);
             a11 = smlad(b13, g13, a11);
             x0 = x0.add(4);
-            x1 = x1.add(4);
             w0 = w0.add(4);
             w1 = w1.add(4);
             left -= 4;
@@ -297,7 +317,7 @@ unsafe fn dot_2x2(
         let lane_offset = offset as u16 as i16 as i32;
         while left > 0 {
             let a = *x0 as i32 + lane_offset;
-            let b = *x1 as i32 + lane_offset;
+            let b = *x0.add(CONV_PATCH_MAX) as i32 + lane_offset;
             let f = *w0 as i32;
             let g = *w1 as i32;
             a00 = a00.wrapping_add(a * f);
@@ -305,7 +325,6 @@ unsafe fn dot_2x2(
             a10 = a10.wrapping_add(b * f);
             a11 = a11.wrapping_add(b * g);
             x0 = x0.add(1);
-            x1 = x1.add(1);
             w0 = w0.add(1);
             w1 = w1.add(1);
             left -= 1;
@@ -314,30 +333,20 @@ unsafe fn dot_2x2(
     [a00, a01, a10, a11]
 }
 
-/// Where a pixel's filter window starts: the input itself (1x1 filter, tap in the image) or a
-/// gathered copy in `patch`.
+/// Copies a pixel's filter window into `patch` (padding taps get `pad_value`).
 #[inline(always)]
-fn gather_patch<'a>(
+fn gather_patch(
     p: &Conv2dS8,
     d: &SpatialDims,
-    input: &'a [i8],
+    input: &[i8],
     pixel: usize,
-    patch: &'a mut [i8],
+    patch: &mut [i8],
     pad_value: i8,
-) -> Option<&'a [i8]> {
+) -> Option<()> {
     let w = p.window;
     let out_x = pixel % d.out_w;
     let out_y = (pixel / d.out_w) % d.out_h;
     let b = pixel / (d.out_w * d.out_h);
-    if d.filter_h == 1 && d.filter_w == 1 {
-        if let (Some(in_y), Some(in_x)) = (
-            tap(out_y, w.stride_h, w.pad_top, 0, w.dilation_h, d.in_h),
-            tap(out_x, w.stride_w, w.pad_left, 0, w.dilation_w, d.in_w),
-        ) {
-            let at = d.input_index(b, in_y, in_x, 0);
-            return input.get(at..at + d.in_c);
-        }
-    }
     let mut chunks = patch.chunks_exact_mut(d.in_c);
     for fy in 0..d.filter_h {
         let in_y = tap(out_y, w.stride_h, w.pad_top, fy, w.dilation_h, d.in_h);
@@ -353,7 +362,7 @@ fn gather_patch<'a>(
             }
         }
     }
-    Some(&patch[..d.filter_h * d.filter_w * d.in_c])
+    Some(())
 }
 
 /// [`Conv2dS8`] as a GEMM over 2 pixels x 2 output channels. Same arguments as
@@ -386,68 +395,66 @@ pub fn conv2d_s8_dsp(
     }
     let offset = simd::splat16(p.input_offset);
     let pad_value = (-p.input_offset) as i8;
-    let mut patch0 = [0i8; CONV_PATCH_MAX];
-    let mut patch1 = [0i8; CONV_PATCH_MAX];
-    let store = |acc: i32, c: usize| {
-        let acc = acc.wrapping_add(bias.map_or(0, |b| b[c]));
+    // Two gathered windows, the second `CONV_PATCH_MAX` after the first.
+    let mut patches = [0i8; 2 * CONV_PATCH_MAX];
+    let store = |acc: i32, (bias, r): (i32, Requantizer)| {
         finish(
-            acc,
-            requantizer(multipliers, shifts, c),
+            acc.wrapping_add(bias),
+            r,
             p.output_offset,
             p.act_min,
             p.act_max,
         )
     };
-    let mut pixel = 0;
-    while pixel < pixels {
-        let second = pixel + 1 < pixels;
-        let Some(row0) = gather_patch(p, &d, input, pixel, &mut patch0, pad_value) else {
-            return false;
-        };
-        let row1 = if second {
-            match gather_patch(p, &d, input, pixel + 1, &mut patch1, pad_value) {
-                Some(row) => row,
-                None => return false,
+    for chunk in (0..d.out_c).step_by(CHANNEL_CHUNK) {
+        let chunk_end = (chunk + CHANNEL_CHUNK).min(d.out_c);
+        let params = channel_params(bias, multipliers, shifts, chunk, d.out_c);
+        let mut pixel = 0;
+        while pixel < pixels {
+            let second = pixel + 1 < pixels;
+            let (patch0, patch1) = patches.split_at_mut(CONV_PATCH_MAX);
+            if gather_patch(p, &d, input, pixel, patch0, pad_value).is_none()
+                || (second && gather_patch(p, &d, input, pixel + 1, patch1, pad_value).is_none())
+            {
+                return false;
             }
-        } else {
-            row0
-        };
-        let out0 = pixel * d.out_c;
-        let out1 = out0 + d.out_c;
-        let mut c = 0;
-        while c < d.out_c {
-            let c1 = if c + 1 < d.out_c { c + 1 } else { c };
-            // SAFETY: rows hold `depth` values (checked by `gather_patch`'s slicing) and the
-            // filter `out_c * depth` (checked above).
-            let [a00, a01, a10, a11] = unsafe {
-                dot_2x2(
-                    row0.as_ptr(),
-                    row1.as_ptr(),
-                    filter.as_ptr().add(c * depth),
-                    filter.as_ptr().add(c1 * depth),
-                    depth,
-                    offset,
-                )
-            };
-            output[out0 + c] = store(a00, c);
-            if second {
-                output[out1 + c] = store(a10, c);
-            }
-            if c1 != c {
-                output[out0 + c1] = store(a01, c1);
+            let out0 = pixel * d.out_c;
+            let out1 = out0 + d.out_c;
+            let mut c = chunk;
+            while c < chunk_end {
+                let c1 = if c + 1 < chunk_end { c + 1 } else { c };
+                // SAFETY: both windows hold `depth <= CONV_PATCH_MAX` values and the filter
+                // `out_c * depth` (checked above).
+                let [a00, a01, a10, a11] = unsafe {
+                    dot_2x2(
+                        patches.as_ptr(),
+                        filter.as_ptr().add(c * depth),
+                        filter.as_ptr().add(c1 * depth),
+                        depth,
+                        offset,
+                    )
+                };
+                let (p0, p1) = (params[c - chunk], params[c1 - chunk]);
+                output[out0 + c] = store(a00, p0);
                 if second {
-                    output[out1 + c1] = store(a11, c1);
+                    output[out1 + c] = store(a10, p0);
                 }
+                if c1 != c {
+                    output[out0 + c1] = store(a01, p1);
+                    if second {
+                        output[out1 + c1] = store(a11, p1);
+                    }
+                }
+                c += 2;
             }
-            c += 2;
+            pixel += 2;
         }
-        pixel += 2;
     }
     true
 }
 
-/// [`DepthwiseConv2dS8`] with depth multiplier 1: 2 output pixels x 4 channels per step,
-/// filter words widened once for both pixels. Taps in the padding read a row of input zero
+/// [`DepthwiseConv2dS8`] with depth multiplier 1: 4 channels per step of one output pixel
+/// (two pixels at once need more registers than a Cortex-M4 has and spill). Taps in the padding read a row of input zero
 /// points (which adds `0`). Same arguments as [`super::depthwise::depthwise_conv2d_s8_reference`];
 /// `false` when the shape is not handled here.
 #[allow(clippy::too_many_arguments)]
@@ -481,8 +488,7 @@ pub fn depthwise_conv2d_s8_dsp(
     let lane_offset = p.input_offset;
     // Padding taps read this row: `zero_point + input_offset = 0`.
     let pad_row = [(-p.input_offset) as i8; DEPTHWISE_CHANNELS_MAX + 4];
-    let mut rows0 = [pad_row.as_ptr(); DEPTHWISE_TAPS_MAX];
-    let mut rows1 = [pad_row.as_ptr(); DEPTHWISE_TAPS_MAX];
+    let mut rows = [pad_row.as_ptr(); DEPTHWISE_TAPS_MAX];
     let fill_rows = |rows: &mut [*const i8; DEPTHWISE_TAPS_MAX], b: usize, y: usize, x: usize| {
         let mut t = 0;
         for fy in 0..d.filter_h {
@@ -500,83 +506,63 @@ pub fn depthwise_conv2d_s8_dsp(
             }
         }
     };
-    let store = |acc: i32, c: usize| {
-        let acc = acc.wrapping_add(bias.map_or(0, |b| b[c]));
+    let store = |acc: i32, (bias, r): (i32, Requantizer)| {
         finish(
-            acc,
-            requantizer(multipliers, shifts, c),
+            acc.wrapping_add(bias),
+            r,
             p.output_offset,
             p.act_min,
             p.act_max,
         )
     };
-    let vector_channels = channels & !3;
-    for b in 0..d.batches {
-        for out_y in 0..d.out_h {
-            let mut out_x = 0;
-            while out_x < d.out_w {
-                let second = out_x + 1 < d.out_w;
-                fill_rows(&mut rows0, b, out_y, out_x);
-                if second {
-                    fill_rows(&mut rows1, b, out_y, out_x + 1);
-                } else {
-                    rows1 = rows0;
-                }
-                let out0 = d.output_index(b, out_y, out_x, 0);
-                let out1 = out0 + channels;
-                let mut c = 0;
-                while c < vector_channels {
-                    let mut acc = [0i32; 8];
-                    for t in 0..taps {
-                        // SAFETY: every row pointer addresses `channels` readable values (an
-                        // input pixel or the padding row) and `c + 4 <= channels`; the filter
-                        // holds `taps * channels` values.
-                        let (x0, x1, f) = unsafe {
-                            (
-                                read_u32(rows0[t].add(c)),
-                                read_u32(rows1[t].add(c)),
-                                read_u32(filter.as_ptr().add(t * channels + c)),
-                            )
-                        };
-                        let f02 = sxtb16(f);
-                        let f13 = sxtb16_ror8(f);
-                        let a02 = sxtab16(offset, x0);
-                        let a13 = sxtab16_ror8(offset, x0);
-                        acc[0] = smlabb(a02, f02, acc[0]);
-                        acc[2] = smlatt(a02, f02, acc[2]);
-                        acc[1] = smlabb(a13, f13, acc[1]);
-                        acc[3] = smlatt(a13, f13, acc[3]);
-                        let b02 = sxtab16(offset, x1);
-                        let b13 = sxtab16_ror8(offset, x1);
-                        acc[4] = smlabb(b02, f02, acc[4]);
-                        acc[6] = smlatt(b02, f02, acc[6]);
-                        acc[5] = smlabb(b13, f13, acc[5]);
-                        acc[7] = smlatt(b13, f13, acc[7]);
-                    }
-                    for lane in 0..4 {
-                        output[out0 + c + lane] = store(acc[lane], c + lane);
-                        if second {
-                            output[out1 + c + lane] = store(acc[4 + lane], c + lane);
+    for chunk in (0..channels).step_by(CHANNEL_CHUNK) {
+        let chunk_end = (chunk + CHANNEL_CHUNK).min(channels);
+        let params = channel_params(bias, multipliers, shifts, chunk, channels);
+        // CHANNEL_CHUNK is a multiple of 4, so only the last chunk has a scalar tail.
+        let vector_end = chunk + ((chunk_end - chunk) & !3);
+        for b in 0..d.batches {
+            for out_y in 0..d.out_h {
+                for out_x in 0..d.out_w {
+                    fill_rows(&mut rows, b, out_y, out_x);
+                    let out_at = d.output_index(b, out_y, out_x, 0);
+                    let mut c = chunk;
+                    while c < vector_end {
+                        let mut acc = [0i32; 4];
+                        let mut f_at = c;
+                        for row in &rows[..taps] {
+                            // SAFETY: every row pointer addresses `channels` readable values (an
+                            // input pixel or the padding row) and `c + 4 <= channels`; the filter
+                            // holds `taps * channels` values.
+                            let (x, f) = unsafe {
+                                (read_u32(row.add(c)), read_u32(filter.as_ptr().add(f_at)))
+                            };
+                            let f02 = sxtb16(f);
+                            let f13 = sxtb16_ror8(f);
+                            let a02 = sxtab16(offset, x);
+                            let a13 = sxtab16_ror8(offset, x);
+                            acc[0] = smlabb(a02, f02, acc[0]);
+                            acc[2] = smlatt(a02, f02, acc[2]);
+                            acc[1] = smlabb(a13, f13, acc[1]);
+                            acc[3] = smlatt(a13, f13, acc[3]);
+                            f_at += channels;
                         }
+                        for (lane, &a) in acc.iter().enumerate() {
+                            output[out_at + c + lane] = store(a, params[c - chunk + lane]);
+                        }
+                        c += 4;
                     }
-                    c += 4;
+                    while c < chunk_end {
+                        let mut acc = 0i32;
+                        for (t, row) in rows[..taps].iter().enumerate() {
+                            // SAFETY: as above, one value at channel `c < channels`.
+                            let x = unsafe { *row.add(c) };
+                            let f = filter[t * channels + c] as i32;
+                            acc = acc.wrapping_add(f * (x as i32 + lane_offset));
+                        }
+                        output[out_at + c] = store(acc, params[c - chunk]);
+                        c += 1;
+                    }
                 }
-                while c < channels {
-                    let (mut acc0, mut acc1) = (0i32, 0i32);
-                    for t in 0..taps {
-                        // SAFETY: as above, one value at channel `c < channels`.
-                        let (x0, x1) = unsafe { (*rows0[t].add(c), *rows1[t].add(c)) };
-                        let f = filter[t * channels + c] as i32;
-                        acc0 = acc0.wrapping_add(f * (x0 as i32 + lane_offset));
-                        acc1 = acc1.wrapping_add(f * (x1 as i32 + lane_offset));
-                    }
-                    output[out0 + c] = store(acc0, c);
-                    if second {
-                        output[out1 + c] = store(acc1, c);
-                    }
-                    c += 1;
-                }
-                out_x += 2;
             }
         }
     }
