@@ -85,7 +85,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         times.push(start.elapsed());
     }
     times.sort();
-    let (p50, p90, p99) = (
+    let (p10, p50, p90, p99) = (
+        percentile(&times, 10.0),
         percentile(&times, 50.0),
         percentile(&times, 90.0),
         percentile(&times, 99.0),
@@ -120,6 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .collect();
         let doc = json!({
             "runs": args.runs, "warmup": args.warmup,
+            "min_us": us(times[0]), "p10_us": us(p10),
             "p50_us": us(p50), "p90_us": us(p90), "p99_us": us(p99),
             "macs": total_macs, "macs_per_s": macs_per_s,
             "profile": ops,

@@ -184,12 +184,26 @@ unsafe fn dot8_avx2(patch: &[i16], filter: &[i8], k: usize, row0: usize, fo: i16
         }
         i += 16;
     }
+    if k - k16 >= 8 {
+        // One half-width step: the upper 8 lanes of both operands are zero.
+        let x = _mm256_inserti128_si256(
+            _mm256_setzero_si256(),
+            _mm_loadu_si128(px.add(i) as *const __m128i),
+            0,
+        );
+        for (r, a) in acc.iter_mut().enumerate() {
+            let w8 = _mm_loadl_epi64(fp.add(r * k + i) as *const __m128i);
+            let w = _mm256_add_epi16(_mm256_cvtepi8_epi16(w8), fo16);
+            *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, w));
+        }
+        i += 8;
+    }
     let mut sums = hsum8_avx2(&acc);
-    if k16 < k {
+    if i < k {
         let mut tail = [0i32; 8];
         for (r, t) in tail.iter_mut().enumerate() {
             let row = &filter[(row0 + r) * k..(row0 + r + 1) * k];
-            for j in k16..k {
+            for j in i..k {
                 *t = t.wrapping_add(patch[j] as i32 * (row[j] as i32 + fo as i32));
             }
         }
