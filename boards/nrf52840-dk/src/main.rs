@@ -9,10 +9,10 @@
 use core::ptr::{read_volatile, write_volatile};
 
 use cortex_m_rt::entry;
-use ember_firmware::{BootOptions, Buffers, Device, DeviceConfig, Event, FlashLayout, NoClock};
 use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
 };
+use ember_firmware::{BootOptions, Buffers, Device, DeviceConfig, Event, FlashLayout, NoClock};
 
 fn reg_write(address: usize, value: u32) {
     // SAFETY: callers pass nRF52840 peripheral register addresses owned by this firmware.
@@ -141,7 +141,8 @@ impl ReadNorFlash for NvmcFlash {
     const READ_SIZE: usize = 1;
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), NvmcError> {
         let start = self.check(offset, bytes.len(), 1)?;
-        bytes.copy_from_slice(&ember_firmware::ModelFlash::mapped(self)[start..start + bytes.len()]);
+        bytes
+            .copy_from_slice(&ember_firmware::ModelFlash::mapped(self)[start..start + bytes.len()]);
         Ok(())
     }
     fn capacity(&self) -> usize {
@@ -218,8 +219,14 @@ fn main() -> ! {
         frontend: None,
     };
     // No panic record yet on this board (see boards/README.md): boots with default options.
-    let Ok(mut device) = Device::new(flash, layout, NoClock, config, buffers, BootOptions::default())
-    else {
+    let Ok(mut device) = Device::new(
+        flash,
+        layout,
+        NoClock,
+        config,
+        buffers,
+        BootOptions::default(),
+    ) else {
         panic!("device setup")
     };
     loop {

@@ -5,8 +5,12 @@
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::hprintln;
-use ember_board_qemu_mps2_an386::{flash, instructions::SysTickClock, panic_record, uart::CmsdkUart};
-use ember_firmware::{BootOptions, Buffers, Clock, Device, DeviceConfig, Event, FlashLayout, SimFlash};
+use ember_board_qemu_mps2_an386::{
+    flash, instructions::SysTickClock, panic_record, uart::CmsdkUart,
+};
+use ember_firmware::{
+    BootOptions, Buffers, Clock, Device, DeviceConfig, Event, FlashLayout, SimFlash,
+};
 
 const ERASE_SIZE: usize = 4096;
 const WRITE_SIZE: usize = 4;

@@ -12,10 +12,10 @@
 #![no_main]
 
 use cortex_m_rt::entry;
-use ember_firmware::{BootOptions, Buffers, Device, DeviceConfig, Event, FlashLayout, NoClock};
 use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
 };
+use ember_firmware::{BootOptions, Buffers, Device, DeviceConfig, Event, FlashLayout, NoClock};
 
 /// The second-stage bootloader for the Pico's W25Q080 flash, placed first by memory.x.
 #[link_section = ".boot2"]
@@ -137,8 +137,14 @@ fn main() -> ! {
         window: &mut [],
         frontend: None,
     };
-    let Ok(mut device) = Device::new(flash, layout, NoClock, config, buffers, BootOptions::default())
-    else {
+    let Ok(mut device) = Device::new(
+        flash,
+        layout,
+        NoClock,
+        config,
+        buffers,
+        BootOptions::default(),
+    ) else {
         panic!("device setup")
     };
     loop {

@@ -215,7 +215,8 @@ fn flash(args: FlashArgs) -> anyhow::Result<()> {
     let model = std::fs::read(&args.model)
         .with_context(|| format!("cannot read {}", args.model.display()))?;
     let mut link = connect(&args.port.port)?;
-    let quiet = args.port.json;
+    // Redraw one progress line on a terminal; logs and JSON get no progress noise.
+    let quiet = args.port.json || !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let report = link
         .flash(&model, |p| {
             if !quiet {
@@ -230,7 +231,9 @@ fn flash(args: FlashArgs) -> anyhow::Result<()> {
         });
         println!("{json}");
     } else {
-        eprintln!();
+        if !quiet {
+            eprintln!();
+        }
         println!(
             "flashed {} ({} bytes) to slot {}, crc32 {:08x}, {} retries",
             args.model.display(),

@@ -22,8 +22,10 @@ const MODEL_BYTES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bench_model
 struct Aligned<T>(T);
 
 /// The model, 16-byte aligned so its constant section is aligned as the format promises.
-static MODEL: Aligned<[u8; MODEL_BYTES.len()]> =
-    Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/bench_model.emb")));
+static MODEL: Aligned<[u8; MODEL_BYTES.len()]> = Aligned(*include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/bench_model.emb"
+)));
 
 const ARENA_BYTES: usize = 512 * 1024;
 static mut ARENA: Aligned<[u8; ARENA_BYTES]> = Aligned([0; ARENA_BYTES]);
