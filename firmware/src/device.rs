@@ -35,10 +35,19 @@ impl Clock for NoClock {
     }
 }
 
-/// Turns a stream window into the model's input (e.g. audio samples into a spectrogram).
-/// Without one, the window must be exactly the model's only input.
+/// Turns a stream window into the model's input (e.g. audio samples into MFCC features).
+/// Without one, or when it does not apply to the running model, the window must be exactly
+/// the model's only input.
 pub trait StreamFrontend {
-    fn prepare(&mut self, window: &[u8], input: &mut [u8]) -> Result<(), &'static str>;
+    /// Bytes per streamed sample when this front end applies to `model`, `None` otherwise.
+    fn sample_bytes(&self, model: &Model<'_>) -> Option<usize>;
+    /// Fills the model's input from a complete window of `window_samples` samples.
+    fn prepare(
+        &mut self,
+        model: &Model<'_>,
+        window: &[u8],
+        input: &mut [u8],
+    ) -> Result<(), &'static str>;
 }
 
 /// Fixed facts about the board, reported by `Info`.
@@ -125,6 +134,8 @@ struct Upload {
 
 #[derive(Debug, Clone, Copy)]
 struct Stream {
+    /// The board's front end turns windows into inputs (else windows are inputs).
+    uses_frontend: bool,
     window_bytes: usize,
     hop_bytes: usize,
     sample_bytes: usize,
@@ -892,7 +903,9 @@ impl<'a, F: ModelFlash, C: Clock> Core<'a, F, C> {
         let Some(first) = model.inputs().first() else {
             return bad("model has no input");
         };
-        let sample_bytes = first.dtype.size();
+        let frontend_sample_bytes = self.frontend.as_ref().and_then(|f| f.sample_bytes(&model));
+        let uses_frontend = frontend_sample_bytes.is_some();
+        let sample_bytes = frontend_sample_bytes.unwrap_or(first.dtype.size());
         let Some(window_bytes) = (window as usize).checked_mul(sample_bytes) else {
             return bad("window too large");
         };
@@ -902,9 +915,7 @@ impl<'a, F: ModelFlash, C: Clock> Core<'a, F, C> {
         if window_bytes > self.window.len() {
             return bad("window larger than the device's window buffer");
         }
-        if self.frontend.is_none()
-            && (model.inputs().len() != 1 || Some(window_bytes) != first.byte_len())
-        {
+        if !uses_frontend && (model.inputs().len() != 1 || Some(window_bytes) != first.byte_len()) {
             return bad("without a front end the window must equal the model's single input");
         }
         // Each inference in a reply costs its outputs plus at most 25 bytes of varints.
@@ -915,6 +926,7 @@ impl<'a, F: ModelFlash, C: Clock> Core<'a, F, C> {
         }
         self.output_ready = false;
         self.stream = Some(Stream {
+            uses_frontend,
             window_bytes,
             hop_bytes: hop as usize * sample_bytes,
             sample_bytes,
@@ -962,11 +974,11 @@ impl<'a, F: ModelFlash, C: Clock> Core<'a, F, C> {
             }
             let filled_window = &window[..stream.window_bytes];
             let prepared = match frontend {
-                Some(frontend) => match model.input_mut(arena, 0) {
-                    Ok(input) => frontend.prepare(filled_window, input).is_ok(),
+                Some(frontend) if stream.uses_frontend => match model.input_mut(arena, 0) {
+                    Ok(input) => frontend.prepare(&model, filled_window, input).is_ok(),
                     Err(_) => false,
                 },
-                None => write_inputs(&model, arena, 0, filled_window).is_some(),
+                _ => write_inputs(&model, arena, 0, filled_window).is_some(),
             };
             if !prepared {
                 failure = true;

@@ -23,11 +23,13 @@
 //! `Model::load`, so a panic points at a firmware bug, not at bad input.
 #![cfg_attr(not(test), no_std)]
 
+mod audio;
 mod device;
 pub mod flash;
 mod log;
 pub mod slots;
 
+pub use audio::AudioFrontend;
 pub use device::{
     BootOptions, Buffers, Clock, Device, DeviceConfig, Event, NoClock, SetupError, StreamFrontend,
 };

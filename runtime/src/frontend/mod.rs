@@ -530,9 +530,21 @@ impl<'a> Frontend<'a> {
     /// frame-major). Frame `f` starts at sample `f * hop`; samples past the end of the clip are
     /// zero (MLPerf pads short clips to 1 s). `PeakMax` scaling uses the maximum of `clip`.
     pub fn process_clip(&mut self, clip: &[i16], out: &mut [f32]) -> Result<(), FrontendError> {
+        self.process_samples(clip.len(), |i| clip[i], out)
+    }
+
+    /// Like [`Frontend::process_clip`] for `len` samples read through `sample(i)`, so callers
+    /// can feed samples from any buffer (e.g. little-endian bytes received over a serial link)
+    /// without copying them into an `i16` slice first.
+    pub fn process_samples(
+        &mut self,
+        len: usize,
+        sample: impl Fn(usize) -> i16,
+        out: &mut [f32],
+    ) -> Result<(), FrontendError> {
         self.check_len("feature output", out.len(), self.config.feature_len())?;
         let divisor = match self.config.sample_scale {
-            SampleScale::PeakMax => match clip.iter().copied().max() {
+            SampleScale::PeakMax => match (0..len).map(&sample).max() {
                 Some(peak) if peak > 0 => peak as f32,
                 _ => 32768.0,
             },
@@ -542,9 +554,13 @@ impl<'a> Frontend<'a> {
         let coeffs = self.config.coeffs_per_frame();
         for (f, frame_out) in out.chunks_exact_mut(coeffs).enumerate() {
             let start = f * hop;
-            self.analyze_frame(|i| match clip.get(start + i) {
-                Some(&s) => s as f32 / divisor,
-                None => 0.0,
+            self.analyze_frame(|i| {
+                let at = start + i;
+                if at < len {
+                    sample(at) as f32 / divisor
+                } else {
+                    0.0
+                }
             });
             Self::finish_frame(self.mel, self.dct, &self.config, 1.0, frame_out);
         }
@@ -560,6 +576,19 @@ impl<'a> Frontend<'a> {
         out: &mut [i8],
     ) -> Result<(), FrontendError> {
         self.process_clip(clip, features)?;
+        quantize_features(features, quant, self.config.quant_rounding, out)
+    }
+
+    /// Like [`Frontend::process_samples`], then quantized with the model input's parameters.
+    pub fn process_samples_quantized(
+        &mut self,
+        len: usize,
+        sample: impl Fn(usize) -> i16,
+        quant: QuantParams,
+        features: &mut [f32],
+        out: &mut [i8],
+    ) -> Result<(), FrontendError> {
+        self.process_samples(len, sample, features)?;
         quantize_features(features, quant, self.config.quant_rounding, out)
     }
 
