@@ -75,7 +75,7 @@ for board in "${boards[@]}"; do
     fi
   fi
   # Each board is its own workspace with its own target dir (boards/NAME/target).
-  (cd "$dir" && export -n CARGO_TARGET_DIR && unset CARGO_TARGET_DIR && cross_cargo "$target" core,alloc "${profile_args[@]}")
+  (cd "$dir" && export -n CARGO_TARGET_DIR && unset CARGO_TARGET_DIR && cross_cargo "$target" core "${profile_args[@]}")
 done
 
 step "firmware builds passed"
