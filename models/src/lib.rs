@@ -1,0 +1,13 @@
+//! Models authored and trained in burn, quantized to int8 and written as ember `.emb` files.
+//!
+//! - [`kws_data`], [`imu_data`]: reproducible data commands, cached as Parquet ([`table`]).
+//! - [`model`]: the burn networks; [`train`]: the training loop.
+//! - [`export`]: batch-norm folding, calibration, int8 quantization and `.emb` writing.
+
+pub mod export;
+pub mod imu_data;
+pub mod kws_data;
+pub mod model;
+pub mod rng;
+pub mod table;
+pub mod train;
