@@ -175,36 +175,50 @@ pub mod simd {
     }
 }
 
-/// TFLite's `MultiplyByQuantizedMultiplier` (double rounding) for one channel, with the shift
-/// split once into its left and right parts.
+/// TFLite's `MultiplyByQuantizedMultiplier` (double rounding) for one channel, as one 64-bit
+/// multiply-add and one shift.
 ///
-/// `SaturatingRoundingDoublingHighMul(a, m)` is `(a * m + 2^30) >> 31` (arithmetic shift) for
-/// every `a, m` except `a = m = i32::MIN`: for a negative product the reference's nudge
-/// `1 - 2^30` and truncating division give the same floor. [`Requantizer::new`] refuses
-/// `m = i32::MIN`, so the saturating case never arises.
+/// With `x = acc << left_shift`, TFLite computes `high = (x * m + 2^30) >> 31` (its
+/// `SaturatingRoundingDoublingHighMul`; the saturating case `x = m = i32::MIN` cannot arise as
+/// [`Requantizer::new`] refuses negative multipliers) and then rounds `high / 2^right_shift`
+/// half away from zero: `(high + half - [high < 0]) >> right_shift`, `half = 2^(right_shift - 1)`.
+/// Nested floors merge, so for `right_shift >= 1` the whole is
+/// `(x * m + 2^30 + half * 2^31 - [x < 0] * 2^31) >> (31 + right_shift)`, exact in `i64`
+/// (`|x * m| < 2^62`). Using `x < 0` for `high < 0` is exact for `m >= 0`: they differ only
+/// when `high = 0`, where both roundings give `0`.
 #[derive(Debug, Clone, Copy)]
 pub struct Requantizer {
     multiplier: i32,
     left_shift: u32,
-    right_shift: u32,
-    /// `(1 << right_shift) - 1`.
-    mask: i32,
+    /// `right_shift - 1` (`right_shift >= 1`), applied to the high word of the 64-bit sum.
+    high_word_shift: u32,
+    /// `2^30 + half * 2^31`; `2^30` when `right_shift` is 0.
+    rounding: i64,
+    /// `right_shift == 0`: the result is `(x * m + 2^30) >> 31`, no second rounding.
+    no_right_shift: bool,
 }
 
 impl Requantizer {
-    /// `None` when the multiplier is `i32::MIN` or the shift is outside TFLite's `-31..=30`.
+    /// `None` when the multiplier is negative or the shift is outside TFLite's `-31..=30`
+    /// (the kernels then decline and the reference runs).
     #[inline(always)]
     pub fn new(multiplier: i32, shift: i32) -> Option<Self> {
-        if multiplier == i32::MIN || !(-31..=30).contains(&shift) {
+        if multiplier < 0 || !(-31..=30).contains(&shift) {
             return None;
         }
         let left_shift = shift.max(0) as u32;
         let right_shift = (-shift).max(0) as u32;
+        let rounding = if right_shift == 0 {
+            1i64 << 30
+        } else {
+            (1i64 << 30) + (1i64 << (right_shift + 30))
+        };
         Some(Requantizer {
             multiplier,
             left_shift,
-            right_shift,
-            mask: ((1u64 << right_shift) - 1) as i32,
+            high_word_shift: right_shift.saturating_sub(1),
+            rounding,
+            no_right_shift: right_shift == 0,
         })
     }
 
@@ -212,11 +226,13 @@ impl Requantizer {
     #[inline(always)]
     pub fn apply(self, acc: i32) -> i32 {
         let x = acc.wrapping_shl(self.left_shift);
-        let high = ((x as i64 * self.multiplier as i64 + (1 << 30)) >> 31) as i32;
-        // RoundingDivideByPOT: round half away from zero.
-        let remainder = high & self.mask;
-        let threshold = (self.mask >> 1) + ((high >> 31) & 1);
-        (high >> self.right_shift) + (remainder > threshold) as i32
+        let product = x as i64 * self.multiplier as i64;
+        if self.no_right_shift {
+            return ((product + self.rounding) >> 31) as i32;
+        }
+        // `(x >> 31) << 31` is `-2^31` for negative `x`, else 0.
+        let sum = product + self.rounding + (((x >> 31) as i64) << 31);
+        ((sum >> 32) as i32) >> self.high_word_shift
     }
 }
 
@@ -235,14 +251,15 @@ fn requantizer(multipliers: &[i32], shifts: &[i32], c: usize) -> Requantizer {
     Requantizer::new(per_channel(multipliers, c), per_channel(shifts, c)).unwrap_or(Requantizer {
         multiplier: 0,
         left_shift: 0,
-        right_shift: 0,
-        mask: 0,
+        high_word_shift: 0,
+        rounding: 0,
+        no_right_shift: true,
     })
 }
 
 /// Output channels whose bias and requantizer are prepared at once (a stack array), so the
 /// per-output work is one inline requantization.
-const CHANNEL_CHUNK: usize = 32;
+const CHANNEL_CHUNK: usize = 64;
 
 /// Bias and requantizer of each channel in `start..start + CHANNEL_CHUNK` (clipped to `channels`).
 fn channel_params(
@@ -274,28 +291,49 @@ fn finish(acc: i32, r: Requantizer, output_offset: i32, act_min: i32, act_max: i
         .clamp(act_min, act_max) as i8
 }
 
-/// `[x0.w0, x0.w1, x1.w0, x1.w1]` over `k` values, inputs plus `offset` (packed by
-/// [`simd::splat16`]), filters as they are; `x1` is `x0 + CONV_PATCH_MAX` (one fixed
-/// displacement keeps a register free for the accumulators).
+/// Widens the first `groups * 4` values of two gathered windows into `wide`, with `offset`
+/// (packed by [`simd::splat16`]) added, interleaved per group of 4 values as
+/// `[x0 lanes 0/2, x0 lanes 1/3, x1 lanes 0/2, x1 lanes 1/3]`: the order `SXTB16` /
+/// `SXTB16 ROR #8` give a filter word, so one pass widens what every output channel reuses.
+#[inline(always)]
+fn widen_pair(x0: &[i8], x1: &[i8], groups: usize, offset: u32, wide: &mut [u32]) {
+    use simd::*;
+    for ((a, b), out) in x0
+        .chunks_exact(4)
+        .zip(x1.chunks_exact(4))
+        .zip(wide.chunks_exact_mut(4))
+        .take(groups)
+    {
+        let a = u32::from_le_bytes([a[0] as u8, a[1] as u8, a[2] as u8, a[3] as u8]);
+        let b = u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8]);
+        out[0] = sxtab16(offset, a);
+        out[1] = sxtab16_ror8(offset, a);
+        out[2] = sxtab16(offset, b);
+        out[3] = sxtab16_ror8(offset, b);
+    }
+}
+
+/// `[x0.w0, x0.w1, x1.w0, x1.w1]` over `groups * 4` values from a window pair widened by
+/// [`widen_pair`] and two filter rows.
 ///
 /// # Safety
-/// `x0, x0 + CONV_PATCH_MAX, w0, w1` must each point to `k` readable bytes.
+/// `wide` must point to `groups * 4` readable words, `w0` and `w1` to `groups * 4` bytes each.
 #[inline(always)]
-unsafe fn dot_2x2(x0: *const i8, w0: *const i8, w1: *const i8, k: usize, offset: u32) -> [i32; 4] {
+unsafe fn dot_2x2_wide(wide: *const u32, w0: *const i8, w1: *const i8, groups: usize) -> [i32; 4] {
     use simd::*;
     let (mut a00, mut a01, mut a10, mut a11) = (0i32, 0i32, 0i32, 0i32);
-    let (mut x0, mut w0, mut w1) = (x0, w0, w1);
-    let mut left = k;
-    // SAFETY (whole block): every read stays within the first `k` bytes of each row.
+    let (mut x, mut w0, mut w1) = (wide, w0, w1);
+    // SAFETY (whole block): every read stays within the bounds the caller guarantees.
     unsafe {
-        while left >= 4 {
-            let a = read_u32(x0);
-            let b = read_u32(x0.add(CONV_PATCH_MAX));
-            let a02 = sxtab16(offset, a);
-            let a13 = sxtab16_ror8(offset, a);
-            let b02 = sxtab16(offset, b);
-            let b13 = sxtab16_ror8(offset, b);
+        let end = x.add(groups * 4);
+        while x != end {
+            let a02 = *x;
+            let a13 = *x.add(1);
+            let b02 = *x.add(2);
+            let b13 = *x.add(3);
+            x = x.add(4);
             let f = read_u32(w0);
+            w0 = w0.add(4);
             let f02 = sxtb16(f);
             let f13 = sxtb16_ror8(f);
             a00 = smlad(a02, f02, a00);
@@ -303,31 +341,13 @@ unsafe fn dot_2x2(x0: *const i8, w0: *const i8, w1: *const i8, k: usize, offset:
             a10 = smlad(b02, f02, a10);
             a10 = smlad(b13, f13, a10);
             let g = read_u32(w1);
+            w1 = w1.add(4);
             let g02 = sxtb16(g);
             let g13 = sxtb16_ror8(g);
             a01 = smlad(a02, g02, a01);
             a01 = smlad(a13, g13, a01);
             a11 = smlad(b02, g02, a11);
             a11 = smlad(b13, g13, a11);
-            x0 = x0.add(4);
-            w0 = w0.add(4);
-            w1 = w1.add(4);
-            left -= 4;
-        }
-        let lane_offset = offset as u16 as i16 as i32;
-        while left > 0 {
-            let a = *x0 as i32 + lane_offset;
-            let b = *x0.add(CONV_PATCH_MAX) as i32 + lane_offset;
-            let f = *w0 as i32;
-            let g = *w1 as i32;
-            a00 = a00.wrapping_add(a * f);
-            a01 = a01.wrapping_add(a * g);
-            a10 = a10.wrapping_add(b * f);
-            a11 = a11.wrapping_add(b * g);
-            x0 = x0.add(1);
-            w0 = w0.add(1);
-            w1 = w1.add(1);
-            left -= 1;
         }
     }
     [a00, a01, a10, a11]
@@ -356,7 +376,12 @@ fn gather_patch(
             match (in_y, in_x) {
                 (Some(in_y), Some(in_x)) => {
                     let at = d.input_index(b, in_y, in_x, 0);
-                    dst.copy_from_slice(input.get(at..at + d.in_c)?);
+                    let src = input.get(at..at + d.in_c)?;
+                    // A one-channel tap (a first layer over raw features) is not worth a memcpy call.
+                    match (dst, src) {
+                        ([one], [value]) => *one = *value,
+                        (dst, src) => dst.copy_from_slice(src),
+                    }
                 }
                 _ => dst.fill(pad_value),
             }
@@ -394,9 +419,13 @@ pub fn conv2d_s8_dsp(
         return false;
     }
     let offset = simd::splat16(p.input_offset);
+    let lane_offset = p.input_offset;
     let pad_value = (-p.input_offset) as i8;
-    // Two gathered windows, the second `CONV_PATCH_MAX` after the first.
+    let groups = depth / 4;
+    let tail = groups * 4;
+    // Two gathered windows, the second `CONV_PATCH_MAX` after the first, and both widened.
     let mut patches = [0i8; 2 * CONV_PATCH_MAX];
+    let mut wide = [0u32; CONV_PATCH_MAX];
     let store = |acc: i32, (bias, r): (i32, Requantizer)| {
         finish(
             acc.wrapping_add(bias),
@@ -418,31 +447,46 @@ pub fn conv2d_s8_dsp(
             {
                 return false;
             }
+            // Without a second pixel, `patch1` holds stale values whose sums are discarded.
+            widen_pair(patch0, patch1, groups, offset, &mut wide);
             let out0 = pixel * d.out_c;
             let out1 = out0 + d.out_c;
             let mut c = chunk;
             while c < chunk_end {
                 let c1 = if c + 1 < chunk_end { c + 1 } else { c };
-                // SAFETY: both windows hold `depth <= CONV_PATCH_MAX` values and the filter
-                // `out_c * depth` (checked above).
-                let [a00, a01, a10, a11] = unsafe {
-                    dot_2x2(
-                        patches.as_ptr(),
-                        filter.as_ptr().add(c * depth),
-                        filter.as_ptr().add(c1 * depth),
-                        depth,
-                        offset,
+                let (row0, row1) = (c * depth, c1 * depth);
+                // SAFETY: `wide` holds `groups * 4 <= CONV_PATCH_MAX` words and the filter
+                // `out_c * depth` values (checked above).
+                let [mut a00, mut a01, mut a10, mut a11] = unsafe {
+                    dot_2x2_wide(
+                        wide.as_ptr(),
+                        filter.as_ptr().add(row0),
+                        filter.as_ptr().add(row1),
+                        groups,
                     )
                 };
-                let (p0, p1) = (params[c - chunk], params[c1 - chunk]);
-                output[out0 + c] = store(a00, p0);
-                if second {
-                    output[out1 + c] = store(a10, p0);
+                for k in tail..depth {
+                    let x0 = patch0[k] as i32 + lane_offset;
+                    let x1 = patch1[k] as i32 + lane_offset;
+                    let (f0, f1) = (filter[row0 + k] as i32, filter[row1 + k] as i32);
+                    a00 = a00.wrapping_add(x0 * f0);
+                    a01 = a01.wrapping_add(x0 * f1);
+                    a10 = a10.wrapping_add(x1 * f0);
+                    a11 = a11.wrapping_add(x1 * f1);
                 }
-                if c1 != c {
-                    output[out0 + c1] = store(a01, p1);
+                let (p0, p1) = (params[c - chunk], params[c1 - chunk]);
+                // SAFETY: `out0 + c1 < (pixel + 1) * out_c <= output.len()`, and with a
+                // second pixel `out1 + c1 < (pixel + 2) * out_c <= output.len()` (checked above).
+                unsafe {
+                    *output.get_unchecked_mut(out0 + c) = store(a00, p0);
                     if second {
-                        output[out1 + c1] = store(a11, p1);
+                        *output.get_unchecked_mut(out1 + c) = store(a10, p0);
+                    }
+                    if c1 != c {
+                        *output.get_unchecked_mut(out0 + c1) = store(a01, p1);
+                        if second {
+                            *output.get_unchecked_mut(out1 + c1) = store(a11, p1);
+                        }
                     }
                 }
                 c += 2;
@@ -595,9 +639,6 @@ pub fn fully_connected_s8_dsp(
     {
         return false;
     }
-    use simd::*;
-    let input_offset = splat16(p.input_offset);
-    let filter_offset = splat16(p.filter_offset);
     let store = |acc: i32, c: usize| {
         let acc = acc.wrapping_add(bias.map_or(0, |b| b[c]));
         let v = multiply_by_quantized_multiplier_single_rounding(
@@ -607,41 +648,46 @@ pub fn fully_connected_s8_dsp(
         );
         v.wrapping_add(p.output_offset).clamp(p.act_min, p.act_max) as i8
     };
+    let groups = depth / 4;
+    let tail = groups * 4;
+    let mut wide = [0u32; FC_WIDE_WORDS];
+    let widen = groups * 2 <= FC_WIDE_WORDS;
     for batch in 0..dims.batches {
         let row = &input[batch * depth..(batch + 1) * depth];
         let out_row = &mut output[batch * dims.output_depth..(batch + 1) * dims.output_depth];
+        // The row widened (offset added) once for every channel, when it fits the stack.
+        if widen {
+            widen_row(row, groups, simd::splat16(p.input_offset), &mut wide);
+        }
         let mut c = 0;
         while c < dims.output_depth {
             let count = (dims.output_depth - c).min(4);
             // Rows past the last channel repeat it; their sums are discarded.
             let w = |i: usize| filter[(c + i.min(count - 1)) * depth..].as_ptr();
-            let (mut w0, mut w1, mut w2, mut w3) = (w(0), w(1), w(2), w(3));
-            let mut x = row.as_ptr();
-            let mut acc = [0i32; 4];
-            let mut left = depth;
-            // SAFETY (whole block): each pointer walks at most `depth` values of its row.
-            unsafe {
-                while left >= 4 {
-                    let v = read_u32(x);
-                    let v02 = sxtab16(input_offset, v);
-                    let v13 = sxtab16_ror8(input_offset, v);
-                    for (a, wp) in acc.iter_mut().zip([&mut w0, &mut w1, &mut w2, &mut w3]) {
-                        let f = read_u32(*wp);
-                        *a = smlad(v02, sxtab16(filter_offset, f), *a);
-                        *a = smlad(v13, sxtab16_ror8(filter_offset, f), *a);
-                        *wp = wp.add(4);
+            let rows = [w(0), w(1), w(2), w(3)];
+            // SAFETY: each filter row holds `depth` values, the widened row `groups * 2` words
+            // and the input row `depth` values.
+            let mut acc = unsafe {
+                if widen {
+                    if p.filter_offset == 0 {
+                        dot_1x4_wide::<false>(wide.as_ptr(), rows, groups, 0)
+                    } else {
+                        dot_1x4_wide::<true>(
+                            wide.as_ptr(),
+                            rows,
+                            groups,
+                            simd::splat16(p.filter_offset),
+                        )
                     }
-                    x = x.add(4);
-                    left -= 4;
+                } else {
+                    dot_1x4_narrow(row.as_ptr(), rows, groups, p.input_offset, p.filter_offset)
                 }
-                while left > 0 {
-                    let v = *x as i32 + p.input_offset;
-                    for (a, wp) in acc.iter_mut().zip([&mut w0, &mut w1, &mut w2, &mut w3]) {
-                        *a = a.wrapping_add((**wp as i32 + p.filter_offset) * v);
-                        *wp = wp.add(1);
-                    }
-                    x = x.add(1);
-                    left -= 1;
+            };
+            for k in tail..depth {
+                let x = row[k] as i32 + p.input_offset;
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let f = filter[(c + i.min(count - 1)) * depth + k] as i32 + p.filter_offset;
+                    *a = a.wrapping_add(f * x);
                 }
             }
             for (i, &a) in acc.iter().enumerate().take(count) {
@@ -651,6 +697,118 @@ pub fn fully_connected_s8_dsp(
         }
     }
     true
+}
+
+/// Largest widened FC row held on the stack, in words (2 per 4 input values).
+const FC_WIDE_WORDS: usize = 1024;
+
+/// The first `groups * 4` values of `row` plus `offset`, widened as `[lanes 0/2, lanes 1/3]`
+/// per group of 4 (the order `SXTB16` / `SXTB16 ROR #8` give a filter word).
+#[inline(always)]
+fn widen_row(row: &[i8], groups: usize, offset: u32, wide: &mut [u32]) {
+    use simd::*;
+    for (x, out) in row
+        .chunks_exact(4)
+        .zip(wide.chunks_exact_mut(2))
+        .take(groups)
+    {
+        let x = u32::from_le_bytes([x[0] as u8, x[1] as u8, x[2] as u8, x[3] as u8]);
+        out[0] = sxtab16(offset, x);
+        out[1] = sxtab16_ror8(offset, x);
+    }
+}
+
+/// Four channels' sums over `groups * 4` values of a row widened by [`widen_row`]; with
+/// `FILTER_OFFSET`, `filter_offset` (packed) is added to each filter value.
+///
+/// # Safety
+/// `wide` must point to `groups * 2` readable words and every row to `groups * 4` bytes.
+#[inline(always)]
+unsafe fn dot_1x4_wide<const FILTER_OFFSET: bool>(
+    wide: *const u32,
+    rows: [*const i8; 4],
+    groups: usize,
+    filter_offset: u32,
+) -> [i32; 4] {
+    use simd::*;
+    let widen_lo = |f: u32| {
+        if FILTER_OFFSET {
+            sxtab16(filter_offset, f)
+        } else {
+            sxtb16(f)
+        }
+    };
+    let widen_hi = |f: u32| {
+        if FILTER_OFFSET {
+            sxtab16_ror8(filter_offset, f)
+        } else {
+            sxtb16_ror8(f)
+        }
+    };
+    let [mut w0, mut w1, mut w2, mut w3] = rows;
+    let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
+    let mut x = wide;
+    // SAFETY (whole block): every read stays within the bounds the caller guarantees.
+    unsafe {
+        let end = x.add(groups * 2);
+        while x != end {
+            let x02 = *x;
+            let x13 = *x.add(1);
+            x = x.add(2);
+            let f = read_u32(w0);
+            w0 = w0.add(4);
+            a0 = smlad(x02, widen_lo(f), a0);
+            a0 = smlad(x13, widen_hi(f), a0);
+            let f = read_u32(w1);
+            w1 = w1.add(4);
+            a1 = smlad(x02, widen_lo(f), a1);
+            a1 = smlad(x13, widen_hi(f), a1);
+            let f = read_u32(w2);
+            w2 = w2.add(4);
+            a2 = smlad(x02, widen_lo(f), a2);
+            a2 = smlad(x13, widen_hi(f), a2);
+            let f = read_u32(w3);
+            w3 = w3.add(4);
+            a3 = smlad(x02, widen_lo(f), a3);
+            a3 = smlad(x13, widen_hi(f), a3);
+        }
+    }
+    [a0, a1, a2, a3]
+}
+
+/// As [`dot_1x4_wide`] for rows too long to widen on the stack: widens as it goes.
+///
+/// # Safety
+/// `x` and every row must point to `groups * 4` readable bytes.
+#[inline(always)]
+unsafe fn dot_1x4_narrow(
+    x: *const i8,
+    rows: [*const i8; 4],
+    groups: usize,
+    input_offset: i32,
+    filter_offset: i32,
+) -> [i32; 4] {
+    use simd::*;
+    let (input_offset, filter_offset) = (splat16(input_offset), splat16(filter_offset));
+    let mut rows = rows;
+    let mut acc = [0i32; 4];
+    let mut x = x;
+    // SAFETY (whole block): each pointer walks `groups * 4` values of its row.
+    unsafe {
+        for _ in 0..groups {
+            let v = read_u32(x);
+            let v02 = sxtab16(input_offset, v);
+            let v13 = sxtab16_ror8(input_offset, v);
+            for (a, wp) in acc.iter_mut().zip(rows.iter_mut()) {
+                let f = read_u32(*wp);
+                *a = smlad(v02, sxtab16(filter_offset, f), *a);
+                *a = smlad(v13, sxtab16_ror8(filter_offset, f), *a);
+                *wp = wp.add(4);
+            }
+            x = x.add(4);
+        }
+    }
+    acc
 }
 
 #[cfg(test)]
@@ -708,9 +866,9 @@ mod tests {
                 rng.next_u64() as i32 >> rng.range(0, 31)
             };
             let multiplier = if i % 11 == 0 {
-                edges[(i / 11) % edges.len()].max(i32::MIN + 1)
+                edges[(i / 11) % edges.len()].max(0)
             } else {
-                rng.next_u64() as i32
+                rng.next_u64() as i32 & i32::MAX
             };
             let shift = rng.range(-31, 30) as i32;
             let r = Requantizer::new(multiplier, shift).unwrap();
@@ -721,6 +879,7 @@ mod tests {
             );
         }
         assert!(Requantizer::new(i32::MIN, 0).is_none());
+        assert!(Requantizer::new(-5, -3).is_none());
         assert!(Requantizer::new(1 << 30, 31).is_none());
     }
 
@@ -729,7 +888,7 @@ mod tests {
         let n = if rng.range(0, 3) == 0 { 1 } else { channels };
         (0..n)
             .map(|_| match rng.range(0, 9) {
-                0 => (rng.next_u64() as i32 | 1 << 30, rng.range(-31, 30) as i32),
+                0 => ((rng.next_u64() as i32 & i32::MAX) | 1 << 30, rng.range(-31, 30) as i32),
                 _ => quantize_multiplier(rng.f32(0.0001, 3.0) as f64),
             })
             .unzip()
