@@ -169,7 +169,8 @@ impl FoldedNet {
                                     acc += x[pixel + o]
                                         * conv.weight[(ky * conv.kernel[1] + kx) * oc + o];
                                 } else {
-                                    let base = ((o * conv.kernel[0] + ky) * conv.kernel[1] + kx) * ic;
+                                    let base =
+                                        ((o * conv.kernel[0] + ky) * conv.kernel[1] + kx) * ic;
                                     for i in 0..ic {
                                         acc += x[pixel + i] * conv.weight[base + i];
                                     }
@@ -214,10 +215,13 @@ impl FoldedNet {
         for conv in &self.convs {
             h = h.div_ceil(conv.stride[0]);
             w = w.div_ceil(conv.stride[1]);
-            let per_output = conv.kernel[0] * conv.kernel[1] * if conv.depthwise { 1 } else { conv.in_channels };
+            let per_output =
+                conv.kernel[0] * conv.kernel[1] * if conv.depthwise { 1 } else { conv.in_channels };
             total += (h * w * conv.out_channels * per_output) as u64;
         }
-        total + (h * w * self.shape.channels) as u64 + (self.shape.channels * self.shape.classes) as u64
+        total
+            + (h * w * self.shape.channels) as u64
+            + (self.shape.channels * self.shape.classes) as u64
     }
 }
 
@@ -230,7 +234,11 @@ pub enum Calibration {
 }
 
 /// Observed `[min, max]` per observation point of [`FoldedNet::forward`].
-pub fn calibrate(net: &FoldedNet, inputs: &[&[f32]], method: Calibration) -> Result<Vec<(f32, f32)>, ExportError> {
+pub fn calibrate(
+    net: &FoldedNet,
+    inputs: &[&[f32]],
+    method: Calibration,
+) -> Result<Vec<(f32, f32)>, ExportError> {
     if inputs.is_empty() {
         return Err(ExportError::NoCalibration);
     }
@@ -256,7 +264,8 @@ pub fn calibrate(net: &FoldedNet, inputs: &[&[f32]], method: Calibration) -> Res
 /// Asymmetric int8 parameters covering `[lo, hi]` (which contains 0).
 fn activation_quant(lo: f32, hi: f32) -> QuantParams {
     let scale = ((hi - lo) / 255.0).max(1e-8);
-    let zero_point = (-128.0 - round_half_away((lo / scale) as f64) as f32).clamp(-128.0, 127.0) as i32;
+    let zero_point =
+        (-128.0 - round_half_away((lo / scale) as f64) as f32).clamp(-128.0, 127.0) as i32;
     QuantParams { scale, zero_point }
 }
 
@@ -272,9 +281,19 @@ struct Builder {
 }
 
 impl Builder {
-    fn constant(&mut self, dtype: DType, dims: &[usize], bytes: &[u8]) -> Result<TensorDef, ExportError> {
+    fn constant(
+        &mut self,
+        dtype: DType,
+        dims: &[usize],
+        bytes: &[u8],
+    ) -> Result<TensorDef, ExportError> {
         let offset = self.writer.add_const(bytes);
-        Ok(TensorDef { dtype, shape: shape(dims)?, location: Location::Const(offset), quant: None })
+        Ok(TensorDef {
+            dtype,
+            shape: shape(dims)?,
+            location: Location::Const(offset),
+            quant: None,
+        })
     }
 
     fn activation(&mut self, dims: &[usize], quant: QuantParams) -> Result<TensorDef, ExportError> {
@@ -316,7 +335,8 @@ impl Builder {
             .iter()
             .enumerate()
             .map(|(i, w)| {
-                (round_half_away((w / scales[channel_of(i)]) as f64).clamp(-127.0, 127.0) as i8) as u8
+                (round_half_away((w / scales[channel_of(i)]) as f64).clamp(-127.0, 127.0) as i8)
+                    as u8
             })
             .collect();
         let bias_q: Vec<i32> = bias
@@ -330,7 +350,10 @@ impl Builder {
             .unzip();
         let filter = self.constant(DType::I8, dims, &q)?;
         let bias = self.i32s(&bias_q)?;
-        let requant = Requant { multipliers: self.i32s(&multipliers)?, shifts: self.i32s(&shifts)? };
+        let requant = Requant {
+            multipliers: self.i32s(&multipliers)?,
+            shifts: self.i32s(&shifts)?,
+        };
         Ok((filter, bias, requant))
     }
 }
@@ -350,7 +373,10 @@ pub fn export(
     labels: &[String],
     frontend: Option<&FrontendConfig>,
 ) -> Result<Exported, ExportError> {
-    let mut b = Builder { writer: ModelWriter::new(), activations: Vec::new() };
+    let mut b = Builder {
+        writer: ModelWriter::new(),
+        activations: Vec::new(),
+    };
     let [mut h, mut w, cin] = net.shape.input;
     let input_quant = activation_quant(ranges[0].0, ranges[0].1);
     let input = b.activation(&[1, h, w, cin], input_quant)?;
@@ -375,8 +401,14 @@ pub fn export(
         let [kh, kw] = conv.kernel;
         let oc = conv.out_channels;
         let op = if conv.depthwise {
-            let (filter, bias, requant) =
-                b.weights(&conv.weight, &conv.bias, |i| i % oc, &[1, kh, kw, oc], in_quant.scale, out_quant.scale)?;
+            let (filter, bias, requant) = b.weights(
+                &conv.weight,
+                &conv.bias,
+                |i| i % oc,
+                &[1, kh, kw, oc],
+                in_quant.scale,
+                out_quant.scale,
+            )?;
             Op::DepthwiseConv2dS8(DepthwiseConv2dS8 {
                 input: x.clone(),
                 filter,
@@ -427,7 +459,14 @@ pub fn export(
         output: pooled.clone(),
         filter_h: h as u16,
         filter_w: w as u16,
-        window: Window { stride_h: 1, stride_w: 1, dilation_h: 1, dilation_w: 1, pad_top: 0, pad_left: 0 },
+        window: Window {
+            stride_h: 1,
+            stride_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
+            pad_top: 0,
+            pad_left: 0,
+        },
         act_min: -128,
         act_max: 127,
     }));
@@ -458,7 +497,10 @@ pub fn export(
     let table = softmax_exp_table(logits_quant.scale, 1.0, f32::exp);
     let table_bytes: Vec<u8> = table.iter().flat_map(|v| v.to_le_bytes()).collect();
     let table = b.constant(DType::F32, &[256], &table_bytes)?;
-    let probs_quant = QuantParams { scale: 1.0 / 256.0, zero_point: -128 };
+    let probs_quant = QuantParams {
+        scale: 1.0 / 256.0,
+        zero_point: -128,
+    };
     let probs = b.activation(&[1, classes], probs_quant)?;
     b.writer.ops.push(Op::SoftmaxS8(SoftmaxS8 {
         input: logits,
@@ -491,11 +533,26 @@ pub fn export(
     };
     for op in &mut b.writer.ops {
         match op {
-            Op::Conv2dS8(p) => { fix(&mut p.input); fix(&mut p.output); }
-            Op::DepthwiseConv2dS8(p) => { fix(&mut p.input); fix(&mut p.output); }
-            Op::Pool2dS8(p) => { fix(&mut p.input); fix(&mut p.output); }
-            Op::FullyConnectedS8(p) => { fix(&mut p.input); fix(&mut p.output); }
-            Op::SoftmaxS8(p) => { fix(&mut p.input); fix(&mut p.output); }
+            Op::Conv2dS8(p) => {
+                fix(&mut p.input);
+                fix(&mut p.output);
+            }
+            Op::DepthwiseConv2dS8(p) => {
+                fix(&mut p.input);
+                fix(&mut p.output);
+            }
+            Op::Pool2dS8(p) => {
+                fix(&mut p.input);
+                fix(&mut p.output);
+            }
+            Op::FullyConnectedS8(p) => {
+                fix(&mut p.input);
+                fix(&mut p.output);
+            }
+            Op::SoftmaxS8(p) => {
+                fix(&mut p.input);
+                fix(&mut p.output);
+            }
             _ => {}
         }
     }
@@ -506,15 +563,28 @@ pub fn export(
     b.writer.inputs = vec![graph_input];
     b.writer.outputs = vec![graph_output];
     b.writer.arena_size = plan.arena_size as u32;
-    b.writer.metadata.push((meta_keys::LABELS.into(), labels.join("\n").into_bytes()));
+    b.writer
+        .metadata
+        .push((meta_keys::LABELS.into(), labels.join("\n").into_bytes()));
     if let Some(config) = frontend {
-        b.writer.metadata.push((meta_keys::FRONTEND.into(), config.to_metadata()));
+        b.writer
+            .metadata
+            .push((meta_keys::FRONTEND.into(), config.to_metadata()));
     }
     b.writer.metadata.push((
         meta_keys::SOURCE.into(),
-        format!("ember-models {}: burn DS-CNN ({}), post-training int8", env!("CARGO_PKG_VERSION"), net.shape.to_text())
-            .into_bytes(),
+        format!(
+            "ember-models {}: burn DS-CNN ({}), post-training int8",
+            env!("CARGO_PKG_VERSION"),
+            net.shape.to_text()
+        )
+        .into_bytes(),
     ));
     let bytes = b.writer.finish()?;
-    Ok(Exported { bytes, input_quant, arena_bytes: plan.arena_size, macs: net.macs() })
+    Ok(Exported {
+        bytes,
+        input_quant,
+        arena_bytes: plan.arena_size,
+        macs: net.macs(),
+    })
 }

@@ -10,9 +10,16 @@ use crate::table::{Example, Table};
 #[non_exhaustive]
 pub enum TsError {
     #[error("i/o on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} line {line}: {reason}")]
-    Parse { path: String, line: usize, reason: String },
+    Parse {
+        path: String,
+        line: usize,
+        reason: String,
+    },
 }
 
 /// One parsed `.ts` file: class names (from `@classLabel`) and `(axes x values, class)` rows.
@@ -49,7 +56,10 @@ pub fn parse_ts(path: &Path) -> Result<TsFile, TsError> {
             continue;
         }
         let mut parts: Vec<&str> = line.split(':').collect();
-        let label = parts.pop().ok_or_else(|| fail(number + 1, "empty row".into()))?.trim();
+        let label = parts
+            .pop()
+            .ok_or_else(|| fail(number + 1, "empty row".into()))?
+            .trim();
         let class = file
             .classes
             .iter()
@@ -60,7 +70,11 @@ pub fn parse_ts(path: &Path) -> Result<TsFile, TsError> {
             .map(|axis| {
                 axis.split(',')
                     .filter(|v| !v.trim().is_empty())
-                    .map(|v| v.trim().parse::<f32>().map(|x| if x.is_finite() { x } else { 0.0 }))
+                    .map(|v| {
+                        v.trim()
+                            .parse::<f32>()
+                            .map(|x| if x.is_finite() { x } else { 0.0 })
+                    })
                     .collect::<Result<Vec<f32>, _>>()
                     .map_err(|e| fail(number + 1, e.to_string()))
             })

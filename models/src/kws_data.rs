@@ -19,7 +19,10 @@ pub const CLIP_SAMPLES: usize = 16000;
 #[non_exhaustive]
 pub enum KwsDataError {
     #[error("i/o on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {reason}")]
     BadInput { path: String, reason: String },
     #[error("front end: {0:?}")]
@@ -94,13 +97,20 @@ fn mix(word: &[i16], offset: usize, noise: Option<(&[f32], f32)>, gain: f32) -> 
             *slot += n * scale;
         }
     }
-    clip.iter().map(|&s| s.clamp(-32768.0, 32767.0) as i16).collect()
+    clip.iter()
+        .map(|&s| s.clamp(-32768.0, 32767.0) as i16)
+        .collect()
 }
 
 fn noise_segment(bank: &[Vec<f32>], rng: &mut Rng) -> Vec<f32> {
     let source = &bank[rng.below(bank.len())];
     let start = rng.below(source.len().saturating_sub(CLIP_SAMPLES) + 1);
-    let mut segment: Vec<f32> = source.iter().skip(start).take(CLIP_SAMPLES).copied().collect();
+    let mut segment: Vec<f32> = source
+        .iter()
+        .skip(start)
+        .take(CLIP_SAMPLES)
+        .copied()
+        .collect();
     segment.resize(CLIP_SAMPLES, 0.0);
     segment
 }
@@ -131,7 +141,12 @@ pub fn build(dir: &Path, options: &KwsDataOptions) -> Result<Table, KwsDataError
     noise_files.sort();
     let mut bank = Vec::new();
     for path in &noise_files {
-        bank.push(read_wav(path)?.iter().map(|&s| s as f32).collect::<Vec<f32>>());
+        bank.push(
+            read_wav(path)?
+                .iter()
+                .map(|&s| s as f32)
+                .collect::<Vec<f32>>(),
+        );
     }
     if bank.is_empty() {
         return Err(KwsDataError::BadInput {

@@ -103,15 +103,28 @@ fn load_model(dir: &Path) -> Result<(DsCnn, DsCnnShape)> {
 }
 
 fn quantize_input(features: &[f32], quant: QuantParams, rounding: QuantRounding) -> Vec<u8> {
-    features.iter().map(|&x| quantize(x, quant, rounding) as u8).collect()
+    features
+        .iter()
+        .map(|&x| quantize(x, quant, rounding) as u8)
+        .collect()
 }
 
-fn int8_predict(model: &Model, examples: &[&Example], quant: QuantParams, rounding: QuantRounding) -> Result<Vec<usize>> {
+fn int8_predict(
+    model: &Model,
+    examples: &[&Example],
+    quant: QuantParams,
+    rounding: QuantRounding,
+) -> Result<Vec<usize>> {
     let mut predictions = Vec::with_capacity(examples.len());
     for e in examples {
         let input = quantize_input(&e.features, quant, rounding);
         let outputs = run_once(model, &[&input]).map_err(|e| anyhow::anyhow!("run: {e:?}"))?;
-        let scores: Vec<f32> = outputs.first().context("no output")?.iter().map(|&b| b as i8 as f32).collect();
+        let scores: Vec<f32> = outputs
+            .first()
+            .context("no output")?
+            .iter()
+            .map(|&b| b as i8 as f32)
+            .collect();
         predictions.push(train::argmax(&scores));
     }
     Ok(predictions)
@@ -119,35 +132,73 @@ fn int8_predict(model: &Model, examples: &[&Example], quant: QuantParams, roundi
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::KwsData { dir, seed, copies, out } => {
-            let options = kws_data::KwsDataOptions { seed, train_copies: copies };
+        Command::KwsData {
+            dir,
+            seed,
+            copies,
+            out,
+        } => {
+            let options = kws_data::KwsDataOptions {
+                seed,
+                train_copies: copies,
+            };
             let table = kws_data::build(&dir, &options)?;
             table.write(&out)?;
             for split in table.split_names() {
                 println!("{split}: {} examples", table.split(&split).len());
             }
         }
-        Command::ImuData { dir, name, steps, out } => {
+        Command::ImuData {
+            dir,
+            name,
+            steps,
+            out,
+        } => {
             let table = imu_data::build(&dir, &name, steps)?;
             table.write(&out)?;
-            println!("{name}: shape {:?}, classes {:?}", table.shape, table.labels);
+            println!(
+                "{name}: shape {:?}, classes {:?}",
+                table.shape, table.labels
+            );
             for split in table.split_names() {
                 println!("{split}: {} examples", table.split(&split).len());
             }
         }
-        Command::Train { data, out, channels, epochs, batch, lr, seed, val } => {
+        Command::Train {
+            data,
+            out,
+            channels,
+            epochs,
+            batch,
+            lr,
+            seed,
+            val,
+        } => {
             let table = Table::read(&data)?;
             let shape = if table.shape == [49, 10] {
                 DsCnnShape::kws(channels)
             } else if let [steps, 1, axes] = table.shape[..] {
-                DsCnnShape { channels, ..DsCnnShape::imu(steps, axes, table.labels.len()) }
+                DsCnnShape {
+                    channels,
+                    ..DsCnnShape::imu(steps, axes, table.labels.len())
+                }
             } else {
                 bail!("unsupported feature shape {:?}", table.shape);
             };
             let train_set = table.split("train");
             let val_set = table.split(&val);
-            println!("{} train / {} {val} examples; {}", train_set.len(), val_set.len(), shape.to_text());
-            let options = train::TrainOptions { epochs, batch, learning_rate: lr, seed };
+            println!(
+                "{} train / {} {val} examples; {}",
+                train_set.len(),
+                val_set.len(),
+                shape.to_text()
+            );
+            let options = train::TrainOptions {
+                epochs,
+                batch,
+                learning_rate: lr,
+                seed,
+            };
             let started = std::time::Instant::now();
             let model = train::train(&shape, &train_set, &val_set, &options);
             println!("trained in {:.0} s", started.elapsed().as_secs_f64());
@@ -157,42 +208,76 @@ fn main() -> Result<()> {
                 .save_file(out.join("model.bpk"))
                 .map_err(|e| anyhow::anyhow!("saving record: {e:?}"))?;
         }
-        Command::Export { data, model, out, calibration, calibration_count, kws_frontend, report, wav } => {
+        Command::Export {
+            data,
+            model,
+            out,
+            calibration,
+            calibration_count,
+            kws_frontend,
+            report,
+            wav,
+        } => {
             let table = Table::read(&data)?;
             let (burn_model, shape) = load_model(&model)?;
             let folded = FoldedNet::from_burn(&burn_model, &shape);
             let method = match calibration.as_str() {
                 "minmax" => Calibration::MinMax,
-                p => Calibration::Percentile(p.parse().context("calibration: minmax or a percentile")?),
+                p => Calibration::Percentile(
+                    p.parse().context("calibration: minmax or a percentile")?,
+                ),
             };
             // Calibration draws from the training split only, shuffled with a fixed seed.
             let mut pool = table.split("train");
             Rng::new(7).shuffle(&mut pool);
-            let inputs: Vec<&[f32]> = pool.iter().take(calibration_count).map(|e| e.features.as_slice()).collect();
+            let inputs: Vec<&[f32]> = pool
+                .iter()
+                .take(calibration_count)
+                .map(|e| e.features.as_slice())
+                .collect();
             let ranges = export::calibrate(&folded, &inputs, method)?;
             let frontend = kws_frontend.then(ember_runtime::frontend::FrontendConfig::mlperf_kws);
             let exported = export::export(&folded, &ranges, &table.labels, frontend.as_ref())?;
             std::fs::write(&out, &exported.bytes)?;
             let bytes = AlignedBytes::from_slice(&exported.bytes);
-            let device_model = Model::load(bytes.as_slice()).map_err(|e| anyhow::anyhow!("load: {e:?}"))?;
-            let rounding = frontend.map(|f| f.quant_rounding).unwrap_or(QuantRounding::Nearest);
+            let device_model =
+                Model::load(bytes.as_slice()).map_err(|e| anyhow::anyhow!("load: {e:?}"))?;
+            let rounding = frontend
+                .map(|f| f.quant_rounding)
+                .unwrap_or(QuantRounding::Nearest);
             let mut lines = vec![
-                format!("- file: `{}`, {} bytes", out.display(), exported.bytes.len()),
+                format!(
+                    "- file: `{}`, {} bytes",
+                    out.display(),
+                    exported.bytes.len()
+                ),
                 format!("- MACs per inference: {}", exported.macs),
                 format!("- arena: {} bytes", device_model.arena_size()),
-                format!("- calibration: {calibration} over {} training examples", inputs.len()),
-                format!("- input quantization: scale {:.6}, zero point {}", exported.input_quant.scale, exported.input_quant.zero_point),
+                format!(
+                    "- calibration: {calibration} over {} training examples",
+                    inputs.len()
+                ),
+                format!(
+                    "- input quantization: scale {:.6}, zero point {}",
+                    exported.input_quant.scale, exported.input_quant.zero_point
+                ),
                 String::new(),
                 "| split | examples | float (burn) | float (folded) | int8 (ember) |".into(),
                 "|---|---|---|---|---|".into(),
             ];
             for split in table.split_names() {
                 let examples = table.split(&split);
-                let float = train::accuracy(&train::predict(&burn_model, &examples, &shape), &examples);
-                let folded_predictions: Vec<usize> =
-                    examples.iter().map(|e| train::argmax(&folded.forward(&e.features, |_, _| {}))).collect();
+                let float =
+                    train::accuracy(&train::predict(&burn_model, &examples, &shape), &examples);
+                let folded_predictions: Vec<usize> = examples
+                    .iter()
+                    .map(|e| train::argmax(&folded.forward(&e.features, |_, _| {})))
+                    .collect();
                 let folded_accuracy = train::accuracy(&folded_predictions, &examples);
-                let int8 = train::accuracy(&int8_predict(&device_model, &examples, exported.input_quant, rounding)?, &examples);
+                let int8 = train::accuracy(
+                    &int8_predict(&device_model, &examples, exported.input_quant, rounding)?,
+                    &examples,
+                );
                 lines.push(format!(
                     "| {split} | {} | {:.2}% | {:.2}% | {:.2}% |",
                     examples.len(),
@@ -208,12 +293,18 @@ fn main() -> Result<()> {
                     let clip = kws_data::read_wav(path)?;
                     let f = features.compute(&clip)?;
                     let input = quantize_input(&f, exported.input_quant, rounding);
-                    let outputs = run_once(&device_model, &[&input]).map_err(|e| anyhow::anyhow!("run: {e:?}"))?;
-                    let scores: Vec<f32> = outputs[0].iter().map(|&b| (b as i8 as f32 + 128.0) / 256.0).collect();
+                    let outputs = run_once(&device_model, &[&input])
+                        .map_err(|e| anyhow::anyhow!("run: {e:?}"))?;
+                    let scores: Vec<f32> = outputs[0]
+                        .iter()
+                        .map(|&b| (b as i8 as f32 + 128.0) / 256.0)
+                        .collect();
                     let top = train::argmax(&scores);
                     lines.push(format!(
                         "- `{}` -> **{}** ({:.2})",
-                        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                        path.file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
                         table.labels.get(top).map(String::as_str).unwrap_or("?"),
                         scores[top]
                     ));

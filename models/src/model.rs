@@ -69,7 +69,12 @@ impl DsCnnShape {
     }
 
     pub fn to_text(&self) -> String {
-        let list = |v: &[usize]| v.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        let list = |v: &[usize]| {
+            v.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("x")
+        };
         format!(
             "input={} channels={} first_kernel={} first_stride={} block_kernel={} blocks={} classes={}",
             list(&self.input),

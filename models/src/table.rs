@@ -82,8 +82,17 @@ impl Table {
                     .build()?,
             ),
         ];
-        let schema = Arc::new(Type::group_type_builder("examples").with_fields(fields).build()?);
-        let shape = self.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",");
+        let schema = Arc::new(
+            Type::group_type_builder("examples")
+                .with_fields(fields)
+                .build()?,
+        );
+        let shape = self
+            .shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let props = WriterProperties::builder()
             .set_key_value_metadata(Some(vec![
                 KeyValue::new("labels".into(), self.labels.join("\n")),
@@ -93,7 +102,10 @@ impl Table {
         let mut writer = SerializedFileWriter::new(File::create(path)?, schema, Arc::new(props))?;
         let labels: Vec<i32> = self.examples.iter().map(|e| e.label as i32).collect();
         let text = |f: &dyn Fn(&Example) -> &str| -> Vec<ByteArray> {
-            self.examples.iter().map(|e| ByteArray::from(f(e))).collect()
+            self.examples
+                .iter()
+                .map(|e| ByteArray::from(f(e)))
+                .collect()
         };
         let splits = text(&|e| &e.split);
         let sources = text(&|e| &e.source);
@@ -110,16 +122,24 @@ impl Table {
         while let Some(mut column) = group.next_column()? {
             match index {
                 0 => {
-                    column.typed::<Int32Type>().write_batch(&labels, None, None)?;
+                    column
+                        .typed::<Int32Type>()
+                        .write_batch(&labels, None, None)?;
                 }
                 1 => {
-                    column.typed::<ByteArrayType>().write_batch(&splits, None, None)?;
+                    column
+                        .typed::<ByteArrayType>()
+                        .write_batch(&splits, None, None)?;
                 }
                 2 => {
-                    column.typed::<ByteArrayType>().write_batch(&sources, None, None)?;
+                    column
+                        .typed::<ByteArrayType>()
+                        .write_batch(&sources, None, None)?;
                 }
                 _ => {
-                    column.typed::<ByteArrayType>().write_batch(&features, None, None)?;
+                    column
+                        .typed::<ByteArrayType>()
+                        .write_batch(&features, None, None)?;
                 }
             }
             column.close()?;
@@ -133,7 +153,11 @@ impl Table {
     pub fn read(path: &Path) -> Result<Table, TableError> {
         let reader = SerializedFileReader::new(File::open(path)?)?;
         let mut table = Table::default();
-        let metadata = reader.metadata().file_metadata().key_value_metadata().cloned();
+        let metadata = reader
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .cloned();
         for kv in metadata.unwrap_or_default() {
             let value = kv.value.unwrap_or_default();
             match kv.key.as_str() {

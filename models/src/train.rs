@@ -21,7 +21,10 @@ pub struct TrainOptions {
 /// Examples as a burn NCHW batch; features are stored NHWC (`[h, w, c]` row-major).
 pub fn batch_tensor(examples: &[&Example], shape: &DsCnnShape, device: &Device) -> Tensor<4> {
     let [h, w, c] = shape.input;
-    let values: Vec<f32> = examples.iter().flat_map(|e| e.features.iter().copied()).collect();
+    let values: Vec<f32> = examples
+        .iter()
+        .flat_map(|e| e.features.iter().copied())
+        .collect();
     Tensor::<4>::from_data(TensorData::new(values, [examples.len(), h, w, c]), device)
         .permute([0, 3, 1, 2])
 }
@@ -57,7 +60,11 @@ pub fn argmax(values: &[f32]) -> usize {
 }
 
 pub fn accuracy(predictions: &[usize], examples: &[&Example]) -> f64 {
-    let correct = predictions.iter().zip(examples).filter(|(p, e)| **p == e.label).count();
+    let correct = predictions
+        .iter()
+        .zip(examples)
+        .filter(|(p, e)| **p == e.label)
+        .count();
     correct as f64 / examples.len().max(1) as f64
 }
 
@@ -102,7 +109,8 @@ pub fn train(
                 .filter(|(row, e)| argmax(row) == e.label)
                 .count();
             let loss = loss_fn.forward(logits, targets(&batch, &device));
-            loss_sum += loss.to_data().iter::<f32>().next().unwrap_or(0.0) as f64 * batch.len() as f64;
+            loss_sum +=
+                loss.to_data().iter::<f32>().next().unwrap_or(0.0) as f64 * batch.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optimizer.step(lr, model, grads);
             step += 1;

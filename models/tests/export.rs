@@ -12,7 +12,10 @@ use ember_runtime::host::{run_once, AlignedBytes};
 use ember_runtime::Model;
 
 fn small_shape() -> DsCnnShape {
-    DsCnnShape { channels: 8, ..DsCnnShape::kws(8) }
+    DsCnnShape {
+        channels: 8,
+        ..DsCnnShape::kws(8)
+    }
 }
 
 fn random_examples(count: usize, len: usize, seed: u64) -> Vec<Example> {
@@ -30,7 +33,12 @@ fn random_examples(count: usize, len: usize, seed: u64) -> Vec<Example> {
 /// A model whose batch norms hold non-trivial statistics: one training step on random data.
 fn trained_model(shape: &DsCnnShape, examples: &[Example]) -> DsCnn {
     let refs: Vec<&Example> = examples.iter().collect();
-    let options = train::TrainOptions { epochs: 1, batch: 16, learning_rate: 1e-2, seed: 3 };
+    let options = train::TrainOptions {
+        epochs: 1,
+        batch: 16,
+        learning_rate: 1e-2,
+        seed: 3,
+    };
     train::train(shape, &refs, &refs[..4], &options)
 }
 
@@ -56,11 +64,22 @@ fn table_round_trips_through_parquet() {
         labels: vec!["a".into(), "b".into()],
         shape: vec![3, 2],
         examples: vec![
-            Example { label: 1, split: "train".into(), source: "v1".into(), features: vec![0.5, -1.0, 2.0, 3.0, 4.0, 5.0] },
-            Example { label: 0, split: "test".into(), source: "v2".into(), features: vec![9.0; 6] },
+            Example {
+                label: 1,
+                split: "train".into(),
+                source: "v1".into(),
+                features: vec![0.5, -1.0, 2.0, 3.0, 4.0, 5.0],
+            },
+            Example {
+                label: 0,
+                split: "test".into(),
+                source: "v2".into(),
+                features: vec![9.0; 6],
+            },
         ],
     };
-    let path = std::env::temp_dir().join(format!("ember-models-table-{}.parquet", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("ember-models-table-{}.parquet", std::process::id()));
     table.write(&path).unwrap();
     let read = Table::read(&path).unwrap();
     std::fs::remove_file(&path).ok();
@@ -87,7 +106,10 @@ fn folded_network_matches_burn_and_int8_tracks_float() {
     for (i, e) in refs[..4].iter().enumerate() {
         let ours = folded.forward(&e.features, |_, _| {});
         for (a, b) in ours.iter().zip(&burn_logits[i * 12..(i + 1) * 12]) {
-            assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()), "folded {a} vs burn {b}");
+            assert!(
+                (a - b).abs() <= 1e-3 * (1.0 + b.abs()),
+                "folded {a} vs burn {b}"
+            );
         }
     }
 
@@ -101,8 +123,11 @@ fn folded_network_matches_burn_and_int8_tracks_float() {
     assert_eq!(device_model.arena_size(), exported.arena_bytes);
     let mut agree = 0;
     for e in &refs {
-        let input: Vec<u8> =
-            e.features.iter().map(|&x| quantize(x, exported.input_quant, QuantRounding::Nearest) as u8).collect();
+        let input: Vec<u8> = e
+            .features
+            .iter()
+            .map(|&x| quantize(x, exported.input_quant, QuantRounding::Nearest) as u8)
+            .collect();
         let out = run_once(&device_model, &[&input]).unwrap();
         let scores: Vec<f32> = out[0].iter().map(|&b| b as i8 as f32).collect();
         let float = folded.forward(&e.features, |_, _| {});
@@ -112,5 +137,9 @@ fn folded_network_matches_burn_and_int8_tracks_float() {
             agree += 1;
         }
     }
-    assert!(agree * 10 >= refs.len() * 8, "int8 agrees with float on {agree}/{}", refs.len());
+    assert!(
+        agree * 10 >= refs.len() * 8,
+        "int8 agrees with float on {agree}/{}",
+        refs.len()
+    );
 }
