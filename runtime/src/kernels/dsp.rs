@@ -175,50 +175,36 @@ pub mod simd {
     }
 }
 
-/// TFLite's `MultiplyByQuantizedMultiplier` (double rounding) for one channel, as one 64-bit
-/// multiply-add and one shift.
+/// TFLite's `MultiplyByQuantizedMultiplier` (double rounding) for one channel, with the shift
+/// split once into its left and right parts.
 ///
-/// With `x = acc << left_shift`, TFLite computes `high = (x * m + 2^30) >> 31` (its
-/// `SaturatingRoundingDoublingHighMul`; the saturating case `x = m = i32::MIN` cannot arise as
-/// [`Requantizer::new`] refuses negative multipliers) and then rounds `high / 2^right_shift`
-/// half away from zero: `(high + half - [high < 0]) >> right_shift`, `half = 2^(right_shift - 1)`.
-/// Nested floors merge, so for `right_shift >= 1` the whole is
-/// `(x * m + 2^30 + half * 2^31 - [x < 0] * 2^31) >> (31 + right_shift)`, exact in `i64`
-/// (`|x * m| < 2^62`). Using `x < 0` for `high < 0` is exact for `m >= 0`: they differ only
-/// when `high = 0`, where both roundings give `0`.
+/// `SaturatingRoundingDoublingHighMul(a, m)` is `(a * m + 2^30) >> 31` (arithmetic shift) for
+/// every `a, m` except `a = m = i32::MIN`: for a negative product the reference's nudge
+/// `1 - 2^30` and truncating division give the same floor. [`Requantizer::new`] refuses
+/// `m = i32::MIN`, so the saturating case never arises.
 #[derive(Debug, Clone, Copy)]
 pub struct Requantizer {
     multiplier: i32,
     left_shift: u32,
-    /// `right_shift - 1` (`right_shift >= 1`), applied to the high word of the 64-bit sum.
-    high_word_shift: u32,
-    /// `2^30 + half * 2^31`; `2^30` when `right_shift` is 0.
-    rounding: i64,
-    /// `right_shift == 0`: the result is `(x * m + 2^30) >> 31`, no second rounding.
-    no_right_shift: bool,
+    right_shift: u32,
+    /// `(1 << right_shift) - 1`.
+    mask: i32,
 }
 
 impl Requantizer {
-    /// `None` when the multiplier is negative or the shift is outside TFLite's `-31..=30`
-    /// (the kernels then decline and the reference runs).
+    /// `None` when the multiplier is `i32::MIN` or the shift is outside TFLite's `-31..=30`.
     #[inline(always)]
     pub fn new(multiplier: i32, shift: i32) -> Option<Self> {
-        if multiplier < 0 || !(-31..=30).contains(&shift) {
+        if multiplier == i32::MIN || !(-31..=30).contains(&shift) {
             return None;
         }
         let left_shift = shift.max(0) as u32;
         let right_shift = (-shift).max(0) as u32;
-        let rounding = if right_shift == 0 {
-            1i64 << 30
-        } else {
-            (1i64 << 30) + (1i64 << (right_shift + 30))
-        };
         Some(Requantizer {
             multiplier,
             left_shift,
-            high_word_shift: right_shift.saturating_sub(1),
-            rounding,
-            no_right_shift: right_shift == 0,
+            right_shift,
+            mask: ((1u64 << right_shift) - 1) as i32,
         })
     }
 
@@ -226,13 +212,11 @@ impl Requantizer {
     #[inline(always)]
     pub fn apply(self, acc: i32) -> i32 {
         let x = acc.wrapping_shl(self.left_shift);
-        let product = x as i64 * self.multiplier as i64;
-        if self.no_right_shift {
-            return ((product + self.rounding) >> 31) as i32;
-        }
-        // `(x >> 31) << 31` is `-2^31` for negative `x`, else 0.
-        let sum = product + self.rounding + (((x >> 31) as i64) << 31);
-        ((sum >> 32) as i32) >> self.high_word_shift
+        let high = ((x as i64 * self.multiplier as i64 + (1 << 30)) >> 31) as i32;
+        // RoundingDivideByPOT: round half away from zero.
+        let remainder = high & self.mask;
+        let threshold = (self.mask >> 1) + ((high >> 31) & 1);
+        (high >> self.right_shift) + (remainder > threshold) as i32
     }
 }
 
@@ -251,9 +235,8 @@ fn requantizer(multipliers: &[i32], shifts: &[i32], c: usize) -> Requantizer {
     Requantizer::new(per_channel(multipliers, c), per_channel(shifts, c)).unwrap_or(Requantizer {
         multiplier: 0,
         left_shift: 0,
-        high_word_shift: 0,
-        rounding: 0,
-        no_right_shift: true,
+        right_shift: 0,
+        mask: 0,
     })
 }
 
@@ -866,9 +849,9 @@ mod tests {
                 rng.next_u64() as i32 >> rng.range(0, 31)
             };
             let multiplier = if i % 11 == 0 {
-                edges[(i / 11) % edges.len()].max(0)
+                edges[(i / 11) % edges.len()].max(i32::MIN + 1)
             } else {
-                rng.next_u64() as i32 & i32::MAX
+                rng.next_u64() as i32
             };
             let shift = rng.range(-31, 30) as i32;
             let r = Requantizer::new(multiplier, shift).unwrap();
@@ -879,7 +862,6 @@ mod tests {
             );
         }
         assert!(Requantizer::new(i32::MIN, 0).is_none());
-        assert!(Requantizer::new(-5, -3).is_none());
         assert!(Requantizer::new(1 << 30, 31).is_none());
     }
 
@@ -888,7 +870,10 @@ mod tests {
         let n = if rng.range(0, 3) == 0 { 1 } else { channels };
         (0..n)
             .map(|_| match rng.range(0, 9) {
-                0 => ((rng.next_u64() as i32 & i32::MAX) | 1 << 30, rng.range(-31, 30) as i32),
+                0 => (
+                    (rng.next_u64() as i32 & i32::MAX) | 1 << 30,
+                    rng.range(-31, 30) as i32,
+                ),
                 _ => quantize_multiplier(rng.f32(0.0001, 3.0) as f64),
             })
             .unzip()
