@@ -713,9 +713,9 @@ impl<'a, F: ModelFlash, C: Clock> Core<'a, F, C> {
                 size: upload.size,
             });
         }
-        if self.stream.is_some() {
-            return Err(DeviceError::Busy);
-        }
+        // Any other command ends a stream: its host may have died without sending StreamEnd,
+        // and the board must stay usable.
+        self.stream = None;
         self.upload = None;
         let contents = SlotContents {
             size: upload.size,
@@ -770,9 +770,9 @@ impl<'a, F: ModelFlash, C: Clock> Core<'a, F, C> {
     }
 
     fn revert(&mut self) -> Reply<'_> {
-        if self.stream.is_some() {
-            return Err(DeviceError::Busy);
-        }
+        // Any other command ends a stream: its host may have died without sending StreamEnd,
+        // and the board must stay usable.
+        self.stream = None;
         let running = self.running.ok_or(DeviceError::NoPreviousModel)?;
         let other = 1 - running.slot;
         let record = self.journal.newest.ok_or(DeviceError::NoPreviousModel)?;
@@ -829,9 +829,9 @@ impl<'a, F: ModelFlash, C: Clock> Core<'a, F, C> {
     }
 
     fn infer(&mut self, offset: u32, data: &[u8], last: bool) -> Reply<'_> {
-        if self.stream.is_some() {
-            return Err(DeviceError::Busy);
-        }
+        // Any other command ends a stream: its host may have died without sending StreamEnd,
+        // and the board must stay usable.
+        self.stream = None;
         let model = load_running(&self.flash, &self.layout, self.running)?;
         let total = total_bytes(model.inputs()) as u32;
         if offset == 0 {

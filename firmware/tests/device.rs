@@ -315,6 +315,39 @@ fn infer_matches_run_once_and_reads_long_outputs() {
 }
 
 #[test]
+fn another_command_ends_an_abandoned_stream() {
+    let model_bytes = common::mlp_model(64, 16, 3, 4);
+    let mut client = Client { id: 0 };
+    with_device(Flash::new(vec![0; FLASH_LEN]), |d| {
+        flash_model(&mut client, d, &model_bytes).unwrap();
+        let p = client.call(
+            d,
+            RequestBody::StreamBegin {
+                window: 64,
+                hop: 16,
+            },
+        );
+        assert!(matches!(body(&p), ResponseBody::StreamStarted { .. }));
+        // The streaming host went away; a new one runs an inference.
+        let p = client.call(
+            d,
+            RequestBody::Infer {
+                offset: 0,
+                data: &[0; 64],
+                last: true,
+            },
+        );
+        assert!(
+            matches!(body(&p), ResponseBody::Prediction(_)),
+            "{:?}",
+            body(&p)
+        );
+        let p = client.call(d, RequestBody::StreamData { samples: &[0; 16] });
+        assert_eq!(body(&p), ResponseBody::Error(DeviceError::NotStreaming));
+    });
+}
+
+#[test]
 fn stream_runs_every_hop_on_a_sliding_window() {
     let model_bytes = common::mlp_model(64, 16, 3, 4);
     let aligned = AlignedBytes::from_slice(&model_bytes);
@@ -338,15 +371,6 @@ fn stream_runs_every_hop_on_a_sliding_window() {
                 hop: 16
             }
         );
-        let p = client.call(
-            d,
-            RequestBody::Infer {
-                offset: 0,
-                data: &[0; 64],
-                last: true,
-            },
-        );
-        assert_eq!(body(&p), ResponseBody::Error(DeviceError::Busy));
         let mut got = Vec::new();
         let mut sent = 0usize;
         while sent < samples.len() {

@@ -9,8 +9,11 @@ use ember_board_qemu_mps2_an386::{
     flash, instructions::SysTickClock, panic_record, uart::CmsdkUart,
 };
 use ember_firmware::{
-    BootOptions, Buffers, Clock, Device, DeviceConfig, Event, FlashLayout, SimFlash,
+    AudioFrontend, BootOptions, Buffers, Clock, Device, DeviceConfig, Event, FlashLayout,
+    SimFlash,
 };
+use ember_protocol::StreamCaps;
+use ember_runtime::frontend::FrontendConfig;
 
 const ERASE_SIZE: usize = 4096;
 const WRITE_SIZE: usize = 4;
@@ -20,6 +23,10 @@ struct Aligned<T>(T);
 
 static mut ARENA: Aligned<[u8; 1024 * 1024]> = Aligned([0; 1024 * 1024]);
 static mut WINDOW: [u8; 64 * 1024] = [0; 64 * 1024];
+/// Front-end tables and scratch: room for configurations up to twice MLPerf KWS's needs.
+const FRONTEND_WORKSPACE: usize = 2 * FrontendConfig::mlperf_kws().workspace_len();
+static mut FRONTEND_WS: [f32; FRONTEND_WORKSPACE] = [0.0; FRONTEND_WORKSPACE];
+static mut FEATURES: [f32; 4096] = [0.0; 4096];
 
 struct QemuClock(SysTickClock);
 
@@ -56,22 +63,30 @@ fn main() -> ! {
         distrust_active: previous.as_ref().is_some_and(|p| p.consecutive >= 2),
     };
     // SAFETY: `main` runs once and is the only user of these statics.
-    let (arena, window) = unsafe {
+    let (arena, window, frontend_ws, features) = unsafe {
         (
             (&mut *core::ptr::addr_of_mut!(ARENA)).0.as_mut_slice(),
             (&mut *core::ptr::addr_of_mut!(WINDOW)).as_mut_slice(),
+            (&mut *core::ptr::addr_of_mut!(FRONTEND_WS)).as_mut_slice(),
+            (&mut *core::ptr::addr_of_mut!(FEATURES)).as_mut_slice(),
         )
     };
+    // Audio models (converted with `--frontend`) stream 16-bit PCM; others stream raw inputs.
+    let mut audio = AudioFrontend::new(frontend_ws, features);
     let config = DeviceConfig {
         board: "qemu-mps2-an386",
         firmware_version: env!("CARGO_PKG_VERSION"),
         supported_ops: ember_firmware::RUNTIME_OPS,
-        stream: None,
+        stream: Some(StreamCaps {
+            sample_rate_hz: 16_000,
+            channels: 1,
+            max_window_bytes: 0,
+        }),
     };
     let buffers = Buffers {
         arena,
         window,
-        frontend: None,
+        frontend: Some(&mut audio),
     };
     let mut device = match Device::new(model_flash, layout, clock, config, buffers, boot) {
         Ok(device) => device,

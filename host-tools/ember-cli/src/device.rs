@@ -33,6 +33,8 @@ pub enum Command {
     Flash(FlashArgs),
     /// Run the board's model once on an input file (raw bytes) and print or save the output.
     Infer(InferArgs),
+    /// Stream audio or sensor data to the board and print live predictions.
+    Stream(crate::stream::StreamArgs),
     /// Boot the QEMU board (building it if needed) and print the serial port to use.
     Emulate(EmulateArgs),
 }
@@ -80,12 +82,13 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Info(args) => info(args),
         Command::Flash(args) => flash(args),
         Command::Infer(args) => infer(args),
+        Command::Stream(args) => crate::stream::stream(args),
         Command::Emulate(args) => emulate(args),
     }
 }
 
 /// A serial port as an ember-link transport.
-struct SerialTransport(Box<dyn serialport::SerialPort>);
+pub(crate) struct SerialTransport(Box<dyn serialport::SerialPort>);
 
 impl std::io::Read for SerialTransport {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -161,7 +164,7 @@ fn pick_port(port: &Option<String>) -> anyhow::Result<String> {
     }
 }
 
-fn connect(port: &Option<String>) -> anyhow::Result<Link<SerialTransport>> {
+pub(crate) fn connect(port: &Option<String>) -> anyhow::Result<Link<SerialTransport>> {
     let name = pick_port(port)?;
     let serial = serialport::new(&name, 115_200)
         .timeout(Duration::from_millis(500))

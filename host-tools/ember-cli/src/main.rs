@@ -7,6 +7,7 @@ mod convert;
 mod device;
 mod inspect;
 mod run;
+mod stream;
 
 /// ember: an edge inference runtime for Cortex-M microcontrollers and Linux boards.
 ///

@@ -501,13 +501,29 @@ impl<T: Transport> Link<T> {
         window: u32,
         hop: u32,
     ) -> Result<Vec<Inference>, LinkError> {
+        self.stream_begin(window, hop)?;
+        let inferences = self.stream_push(samples)?;
+        self.stream_end()?;
+        Ok(inferences)
+    }
+
+    /// Opens a streaming session: a sliding window of `window` samples advancing by `hop`.
+    /// Feed it with [`Link::stream_push`] as data arrives; close it with [`Link::stream_end`].
+    pub fn stream_begin(&mut self, window: u32, hop: u32) -> Result<(), LinkError> {
         let payload = self.call(RequestBody::StreamBegin { window, hop }, Duration::ZERO)?;
-        if !matches!(
+        let started = matches!(
             decode_response(&payload).map(|r| r.body),
             Ok(ResponseBody::StreamStarted { .. })
-        ) {
-            return Err(Self::unexpected("StreamBegin", &payload));
+        );
+        if started {
+            Ok(())
+        } else {
+            Err(Self::unexpected("StreamBegin", &payload))
         }
+    }
+
+    /// Sends samples to the open stream and returns the inferences they completed.
+    pub fn stream_push(&mut self, samples: &[u8]) -> Result<Vec<Inference>, LinkError> {
         let mut inferences = Vec::new();
         let mut sent = 0usize;
         while sent < samples.len() {
@@ -540,8 +556,13 @@ impl<T: Transport> Link<T> {
                 _ => return Err(Self::unexpected("StreamData", &payload)),
             }
         }
-        self.call(RequestBody::StreamEnd, Duration::ZERO)?;
         Ok(inferences)
+    }
+
+    /// Closes the stream.
+    pub fn stream_end(&mut self) -> Result<(), LinkError> {
+        self.call(RequestBody::StreamEnd, Duration::ZERO)
+            .map(|_| ())
     }
 
     /// Asks the device to restart.
