@@ -514,7 +514,13 @@ impl Kernel for Conv2dS8 {
         check_len(bias, d.out_c)?;
         check_requant(multipliers, shifts, d.out_c)?;
         let (input, filter, output) = (ins.i8(&self.input)?, ins.i8(&self.filter)?, as_i8_mut(out));
-        let operands = super::host_simd::S8Operands { input, filter, bias, multipliers, shifts };
+        let operands = super::host_simd::S8Operands {
+            input,
+            filter,
+            bias,
+            multipliers,
+            shifts,
+        };
         if super::host_simd::conv2d_s8(self, d, operands, output) {
             return Ok(());
         }

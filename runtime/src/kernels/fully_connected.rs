@@ -150,7 +150,13 @@ impl Kernel for FullyConnectedS8 {
             ins.i32(&self.requant.shifts)?,
         );
         let output = as_i8_mut(out);
-        let operands = super::host_simd::S8Operands { input, filter, bias, multipliers, shifts };
+        let operands = super::host_simd::S8Operands {
+            input,
+            filter,
+            bias,
+            multipliers,
+            shifts,
+        };
         if super::host_simd::fully_connected_s8(self, dims, operands, output) {
             return Ok(());
         }

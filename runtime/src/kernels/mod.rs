@@ -34,6 +34,8 @@ macro_rules! pending_kernel {
     };
 }
 
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
 pub mod activations;
 pub mod concat;
 pub mod conv;
@@ -48,12 +50,10 @@ pub mod pooling;
 pub mod quantize;
 pub mod reduce;
 pub mod reshape;
-#[cfg(target_arch = "x86_64")]
-pub mod x86;
-#[cfg(target_arch = "aarch64")]
-pub mod aarch64;
 #[cfg(test)]
 pub(crate) mod testing;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
 
 /// What every operator's parameter struct provides to the loader and interpreter.
 pub trait Kernel {
