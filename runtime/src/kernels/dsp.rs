@@ -1196,6 +1196,19 @@ mod tests {
         variants = [fc_dsp]
     );
 
+    /// Rows longer than the stack's widened copy take the widen-as-you-go loop.
+    #[test]
+    fn fully_connected_long_rows_match_reference() {
+        let mut rng = Rng(17);
+        for _ in 0..6 {
+            let mut c = fc_case(&mut rng);
+            c.dims.accum_depth = FC_WIDE_WORDS * 2 + rng.range(1, 9) as usize;
+            c.input = rng.vec_i8(c.dims.batches * c.dims.accum_depth);
+            c.filter = rng.vec_i8(c.dims.output_depth * c.dims.accum_depth);
+            assert_eq!(fc_dsp(&c), fc_reference(&c), "{:?}", c.dims);
+        }
+    }
+
     #[test]
     fn declines_grouped_convolution() {
         let mut rng = Rng(3);
