@@ -23,6 +23,7 @@ head -c 490 /dev/urandom > "$work/input.bin"
 "$ember" run "$work/kws.emb" --input "$work/input.bin" --output "$work/host.bin" >/dev/null
 host_hex=$(xxd -p "$work/host.bin" | tr -d '\n')
 
+rm -f "$work/port.txt"
 "$ember" emulate > "$work/port.txt" 2> "$work/emulate.log" &
 emulate_pid=$!
 qemu_cleanup() { pkill -P "$emulate_pid" 2>/dev/null || true; kill "$emulate_pid" 2>/dev/null || true; }
