@@ -262,7 +262,7 @@ pub fn calibrate(
 }
 
 /// Asymmetric int8 parameters covering `[lo, hi]` (which contains 0).
-fn activation_quant(lo: f32, hi: f32) -> QuantParams {
+pub fn activation_quant(lo: f32, hi: f32) -> QuantParams {
     let scale = ((hi - lo) / 255.0).max(1e-8);
     let zero_point =
         (-128.0 - round_half_away((lo / scale) as f64) as f32).clamp(-128.0, 127.0) as i32;
@@ -367,9 +367,12 @@ pub struct Exported {
     pub macs: u64,
 }
 
+/// `input_quant`: the grid the network was trained on (see `train --quantized-input`), or
+/// None to take it from the calibrated input range.
 pub fn export(
     net: &FoldedNet,
     ranges: &[(f32, f32)],
+    input_quant: Option<QuantParams>,
     labels: &[String],
     frontend: Option<&FrontendConfig>,
 ) -> Result<Exported, ExportError> {
@@ -378,7 +381,7 @@ pub fn export(
         activations: Vec::new(),
     };
     let [mut h, mut w, cin] = net.shape.input;
-    let input_quant = activation_quant(ranges[0].0, ranges[0].1);
+    let input_quant = input_quant.unwrap_or_else(|| activation_quant(ranges[0].0, ranges[0].1));
     let input = b.activation(&[1, h, w, cin], input_quant)?;
     let mut x = input.clone();
     for (index, conv) in net.convs.iter().enumerate() {

@@ -66,6 +66,10 @@ enum Command {
         /// Split to report after each epoch ("val", or "test" where no val split exists).
         #[arg(long, default_value = "val")]
         val: String,
+        /// Train on features snapped to the int8 input grid the device will use (scale and
+        /// zero point from the training set's min/max; saved as input_quant.txt for export).
+        #[arg(long)]
+        quantized_input: bool,
     },
     /// Folds, calibrates, quantizes and writes the .emb; evaluates float and int8 per split.
     Export {
@@ -173,8 +177,35 @@ fn main() -> Result<()> {
             lr,
             seed,
             val,
+            quantized_input,
         } => {
-            let table = Table::read(&data)?;
+            let mut table = Table::read(&data)?;
+            let mut input_quant = None;
+            if quantized_input {
+                let train_values = table
+                    .examples
+                    .iter()
+                    .filter(|e| e.split == "train")
+                    .flat_map(|e| e.features.iter().copied());
+                let (lo, hi) =
+                    train_values.fold((0f32, 0f32), |(lo, hi), v| (lo.min(v), hi.max(v)));
+                let q = export::activation_quant(lo, hi);
+                let rounding = if table.shape == [49, 10] {
+                    ember_runtime::frontend::FrontendConfig::mlperf_kws().quant_rounding
+                } else {
+                    QuantRounding::Nearest
+                };
+                for e in &mut table.examples {
+                    for v in &mut e.features {
+                        *v = (quantize(*v, q, rounding) as i32 - q.zero_point) as f32 * q.scale;
+                    }
+                }
+                println!(
+                    "training on int8 input grid: scale {}, zero point {}",
+                    q.scale, q.zero_point
+                );
+                input_quant = Some(q);
+            }
             let shape = if table.shape == [49, 10] {
                 DsCnnShape::kws(channels)
             } else if let [steps, 1, axes] = table.shape[..] {
@@ -204,6 +235,12 @@ fn main() -> Result<()> {
             println!("trained in {:.0} s", started.elapsed().as_secs_f64());
             std::fs::create_dir_all(&out)?;
             std::fs::write(out.join("shape.txt"), shape.to_text() + "\n")?;
+            let quant_path = out.join("input_quant.txt");
+            match input_quant {
+                Some(q) => std::fs::write(&quant_path, format!("{} {}\n", q.scale, q.zero_point))?,
+                None if quant_path.exists() => std::fs::remove_file(&quant_path)?,
+                None => {}
+            }
             model
                 .save_file(out.join("model.bpk"))
                 .map_err(|e| anyhow::anyhow!("saving record: {e:?}"))?;
@@ -237,7 +274,22 @@ fn main() -> Result<()> {
                 .collect();
             let ranges = export::calibrate(&folded, &inputs, method)?;
             let frontend = kws_frontend.then(ember_runtime::frontend::FrontendConfig::mlperf_kws);
-            let exported = export::export(&folded, &ranges, &table.labels, frontend.as_ref())?;
+            let trained_grid = match std::fs::read_to_string(model.join("input_quant.txt")) {
+                Ok(text) => {
+                    let mut parts = text.split_whitespace();
+                    let scale: f32 = parts.next().context("input_quant.txt")?.parse()?;
+                    let zero_point: i32 = parts.next().context("input_quant.txt")?.parse()?;
+                    Some(QuantParams { scale, zero_point })
+                }
+                Err(_) => None,
+            };
+            let exported = export::export(
+                &folded,
+                &ranges,
+                trained_grid,
+                &table.labels,
+                frontend.as_ref(),
+            )?;
             std::fs::write(&out, &exported.bytes)?;
             let bytes = AlignedBytes::from_slice(&exported.bytes);
             let device_model =
@@ -262,8 +314,8 @@ fn main() -> Result<()> {
                     exported.input_quant.scale, exported.input_quant.zero_point
                 ),
                 String::new(),
-                "| split | examples | float (burn) | float (folded) | int8 (ember) |".into(),
-                "|---|---|---|---|---|".into(),
+                "| split | examples | float (burn) | float (folded) | float, int8 input | int8 (ember) |".into(),
+                "|---|---|---|---|---|---|".into(),
             ];
             for split in table.split_names() {
                 let examples = table.split(&split);
@@ -274,15 +326,33 @@ fn main() -> Result<()> {
                     .map(|e| train::argmax(&folded.forward(&e.features, |_, _| {})))
                     .collect();
                 let folded_accuracy = train::accuracy(&folded_predictions, &examples);
+                // The folded float network on quantized-then-dequantized input: how much of the
+                // int8 loss is the input quantization alone.
+                let q = exported.input_quant;
+                let input_only: Vec<usize> = examples
+                    .iter()
+                    .map(|e| {
+                        let x: Vec<f32> = e
+                            .features
+                            .iter()
+                            .map(|&v| {
+                                (quantize(v, q, rounding) as i32 - q.zero_point) as f32 * q.scale
+                            })
+                            .collect();
+                        train::argmax(&folded.forward(&x, |_, _| {}))
+                    })
+                    .collect();
+                let input_only_accuracy = train::accuracy(&input_only, &examples);
                 let int8 = train::accuracy(
                     &int8_predict(&device_model, &examples, exported.input_quant, rounding)?,
                     &examples,
                 );
                 lines.push(format!(
-                    "| {split} | {} | {:.2}% | {:.2}% | {:.2}% |",
+                    "| {split} | {} | {:.2}% | {:.2}% | {:.2}% | {:.2}% |",
                     examples.len(),
                     100.0 * float,
                     100.0 * folded_accuracy,
+                    100.0 * input_only_accuracy,
                     100.0 * int8
                 ));
             }

@@ -117,7 +117,7 @@ fn folded_network_matches_burn_and_int8_tracks_float() {
     let inputs: Vec<&[f32]> = refs.iter().map(|e| e.features.as_slice()).collect();
     let ranges = export::calibrate(&folded, &inputs, Calibration::MinMax).unwrap();
     let labels: Vec<String> = (0..12).map(|i| i.to_string()).collect();
-    let exported = export::export(&folded, &ranges, &labels, None).unwrap();
+    let exported = export::export(&folded, &ranges, None, &labels, None).unwrap();
     let bytes = AlignedBytes::from_slice(&exported.bytes);
     let device_model = Model::load(bytes.as_slice()).unwrap();
     assert_eq!(device_model.arena_size(), exported.arena_bytes);
