@@ -64,3 +64,6 @@ echo "1 passed, 0 failed"
 
 echo "==> device end to end over the QEMU PTY (scripts/firmware/e2e.sh)"
 scripts/firmware/e2e.sh
+
+echo "==> device end to end with >= 100 injected faults (cargo test -p ember-device-e2e)"
+CARGO_TARGET_DIR="$host_target_dir" cargo test -q -p ember-device-e2e -- --include-ignored --test-threads=1
