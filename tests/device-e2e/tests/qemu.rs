@@ -523,8 +523,10 @@ fn frame_faults_during_upload(s: &mut Scenario) {
 /// the request; the device keeps its model.
 fn surfaced_line_errors(s: &mut Scenario) {
     println!("line faults the host gives up on (1 attempt per request)");
+    // A little more patience per attempt: a slow emulator must not fail the wrong request.
     s.relink(LinkConfig {
         attempts: 1,
+        base_timeout: Duration::from_millis(500),
         ..link_config()
     });
     for fault in [Fault::CorruptByte, Fault::DropFrame, Fault::TruncateFrame]
@@ -595,7 +597,6 @@ fn truncated_uploads(s: &mut Scenario) {
     }
     // The host stops talking after UploadBegin and some chunks (its abort is lost too).
     s.relink(LinkConfig {
-        base_timeout: Duration::from_millis(150),
         attempts: 2,
         ..link_config()
     });
