@@ -64,4 +64,8 @@ say "pushing the model to the running board over serial"
 say "streaming speech to the board: it computes MFCCs and runs the model itself"
 "$ember" stream --port "$port" --input "$work/speech.wav" --model "$work/kws.emb" "${pace[@]}"
 
+say "swapping in ember's own keyword model, trained in burn (models/kws), on the same running board"
+"$ember" flash --port "$port" "$root/models/kws/kws.emb"
+"$ember" stream --port "$port" --input "$work/speech.wav" --model "$root/models/kws/kws.emb" "${pace[@]}"
+
 say "done: the board ran every prediction; instructions are counted by QEMU (-icount)"
