@@ -4,7 +4,8 @@
 #   1. converts shared/models/$EMBER_BENCH_TFLITE (default kws_ref_model.tflite) with `ember convert`,
 #   2. builds the benchmark with that model embedded (release: the instruction count is reported),
 #   3. runs it under `qemu-system-arm -icount shift=0`; it prints its input and output bytes and
-#      the instructions per inference over semihosting,
+#      the instructions per inference and the stack high-water mark (painted stack) over
+#      semihosting,
 #   4. runs `ember run` on the host with the same input and requires identical output bytes.
 # Skips loudly (exit 0) only when qemu-system-arm is missing and cannot be installed.
 set -euo pipefail
@@ -59,7 +60,10 @@ if [[ "$device_out" != "$host_out" ]]; then
   exit 1
 fi
 instructions=$(sed -n 's/^instructions_per_inference=//p' "$log")
+stack_line=$(grep '^stack high-water mark:' "$log" || true)
+[[ -n "$stack_line" ]] || { echo "FAIL: the firmware printed no stack high-water mark" >&2; exit 1; }
 echo "PASS: bit-exact with the host on $tflite_name; $instructions instructions per inference"
+echo "      $stack_line"
 echo "1 passed, 0 failed"
 
 echo "==> device end to end over the QEMU PTY (scripts/firmware/e2e.sh)"

@@ -1,11 +1,12 @@
 //! Board support for QEMU's mps2-an386 (Cortex-M4F): the CMSDK UART, simulated NOR flash in
-//! SSRAM, SysTick instruction counting, and a panic handler that reports, keeps the message
-//! in no-init RAM for the next boot, and resets.
+//! SSRAM, SysTick instruction counting, stack high-water marks by painting, and a panic
+//! handler that reports, keeps the message in no-init RAM for the next boot, and resets.
 #![no_std]
 
 pub mod flash;
 pub mod instructions;
 pub mod panic_record;
+pub mod stack;
 pub mod uart;
 
 use core::sync::atomic::{AtomicBool, Ordering};

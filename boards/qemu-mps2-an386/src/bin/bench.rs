@@ -8,12 +8,17 @@
 //!   `input[<i>]=<hex>`
 //!   `output[<i>]=<hex>`
 //!   `instructions_per_inference=<n>` (SysTick ticks * 40 under `-icount shift=0`)
+//!   `stack high-water mark: <n> bytes (load and setup: <n>, inference: <n>); arena: <n> bytes`
+//!
+//! The stack is painted at the top of `main` and again just before the inference, so the
+//! inference figure is `main`'s frame plus everything `Model::run` calls; the first figure is
+//! the larger of the two (the stack this binary needs up to the end of the inference).
 #![no_std]
 #![no_main]
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{hprint, hprintln};
-use ember_board_qemu_mps2_an386::{exit, exit_on_panic, instructions};
+use ember_board_qemu_mps2_an386::{exit, exit_on_panic, instructions, stack};
 use ember_runtime::{Model, ARENA_ALIGN};
 
 const MODEL_BYTES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bench_model.emb"));
@@ -51,6 +56,7 @@ fn print_hex(label: &str, index: usize, bytes: &[u8]) {
 
 #[entry]
 fn main() -> ! {
+    stack::paint();
     exit_on_panic();
     let Some(peripherals) = cortex_m::Peripherals::take() else {
         exit(false)
@@ -96,7 +102,10 @@ fn main() -> ! {
             }
         }
     }
+    let setup_stack = stack::high_water_mark();
+    stack::paint();
     let (result, elapsed) = ticks.measure(|| model.run(arena));
+    let inference_stack = stack::high_water_mark();
     if let Err(err) = result {
         hprintln!("ember-bench: inference failed: {:?}", err);
         exit(false);
@@ -113,6 +122,13 @@ fn main() -> ! {
     hprintln!(
         "instructions_per_inference={}",
         u64::from(elapsed) * instructions::INSTRUCTIONS_PER_TICK
+    );
+    hprintln!(
+        "stack high-water mark: {} bytes (load and setup: {}, inference: {}); arena: {} bytes",
+        setup_stack.max(inference_stack),
+        setup_stack,
+        inference_stack,
+        model.arena_size()
     );
     exit(true)
 }
