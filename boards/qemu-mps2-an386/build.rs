@@ -10,6 +10,10 @@ fn main() {
     fs::copy("memory.x", out.join("memory.x")).expect("copy memory.x");
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=memory.x");
+    // defmt's linker script (from the defmt crate's build output) places the log string table.
+    if env::var_os("CARGO_FEATURE_DEFMT").is_some() {
+        println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
+    }
 
     println!("cargo:rerun-if-env-changed=EMBER_BENCH_MODEL");
     let staged = out.join("bench_model.emb");

@@ -8,6 +8,8 @@
 # --board NAME          only that board (repeatable); skips the library builds.
 # --bench-model FILE    the .emb the QEMU benchmark embeds (default: converted from
 #                       shared/models/$EMBER_BENCH_TFLITE, see bench_model below).
+# EMBER_BOARD_FEATURES  cargo features for the board crates, e.g. EMBER_BOARD_FEATURES=defmt
+#                       with --board qemu-mps2-an386 (defmt logs over semihosting; DEVELOPERS.md).
 #
 # Uses the rustup toolchain when it has the thumb target installed, else Debian's rustc-web
 # with -Z build-std; installs missing apt packages when run as root, else names them.
@@ -25,7 +27,7 @@ while (($#)); do
     --release) profile_args=(--release) ;;
     --board) boards+=("$2"); libs=0; shift ;;
     --bench-model) bench_model=$2; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -75,7 +77,10 @@ for board in "${boards[@]}"; do
     fi
   fi
   # Each board is its own workspace with its own target dir (boards/NAME/target).
-  (cd "$dir" && export -n CARGO_TARGET_DIR && unset CARGO_TARGET_DIR && cross_cargo "$target" core "${profile_args[@]}")
+  feature_args=()
+  [[ -z "${EMBER_BOARD_FEATURES:-}" ]] || feature_args=(--features "$EMBER_BOARD_FEATURES")
+  (cd "$dir" && export -n CARGO_TARGET_DIR && unset CARGO_TARGET_DIR &&
+    cross_cargo "$target" core "${profile_args[@]}" "${feature_args[@]}")
 done
 
 step "firmware builds passed"

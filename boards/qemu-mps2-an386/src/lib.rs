@@ -9,6 +9,10 @@ pub mod panic_record;
 pub mod stack;
 pub mod uart;
 
+// The defmt global logger: frames go out as semihosting writes to the host's stdout.
+#[cfg(feature = "defmt")]
+use defmt_semihosting as _;
+
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// MPS2 FPGA images clock the core at 25 MHz (under `-icount` time follows instructions).
@@ -39,6 +43,10 @@ pub fn exit(success: bool) -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     cortex_m::interrupt::disable();
+    // One text format per stream: plain text would corrupt defmt's binary frames.
+    #[cfg(feature = "defmt")]
+    defmt::error!("ember: panic: {}", defmt::Display2Format(info));
+    #[cfg(not(feature = "defmt"))]
     cortex_m_semihosting::hprintln!("ember: panic: {}", info);
     if RESET_ON_PANIC.load(Ordering::Relaxed) {
         panic_record::store(info);

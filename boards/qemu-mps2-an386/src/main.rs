@@ -4,13 +4,13 @@
 #![no_main]
 
 use cortex_m_rt::entry;
+#[cfg(not(feature = "defmt"))]
 use cortex_m_semihosting::hprintln;
 use ember_board_qemu_mps2_an386::{
     flash, instructions::SysTickClock, panic_record, uart::CmsdkUart,
 };
 use ember_firmware::{
-    AudioFrontend, BootOptions, Buffers, Clock, Device, DeviceConfig, Event, FlashLayout,
-    SimFlash,
+    AudioFrontend, BootOptions, Buffers, Clock, Device, DeviceConfig, Event, FlashLayout, SimFlash,
 };
 use ember_protocol::StreamCaps;
 use ember_runtime::frontend::FrontendConfig;
@@ -92,6 +92,9 @@ fn main() -> ! {
         Ok(device) => device,
         Err(err) => panic!("device setup: {err:?}"),
     };
+    #[cfg(feature = "defmt")]
+    defmt::info!("ember: qemu-mps2-an386 ready on UART0");
+    #[cfg(not(feature = "defmt"))]
     hprintln!("ember: qemu-mps2-an386 ready on UART0");
 
     let mut served = false;
