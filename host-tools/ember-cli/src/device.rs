@@ -7,7 +7,87 @@ use std::process::{Command as Process, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ember_link::{Link, LinkConfig, Transport};
+use ember_link::{Link, LinkConfig, LinkError, Transport};
+
+/// Exit codes of the device commands, so scripts can tell a bad file from a refusing board
+/// from a broken link. Keep in sync with `EXIT_CODES_HELP` and README's CLI section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// Bad arguments or an input file that cannot be read or used (clap's usage errors are 2 too).
+    BadInput = 2,
+    /// The device answered and refused: invalid or too-big model, unsupported request.
+    Refused = 3,
+    /// No usable link: port missing or not openable, timeouts, corrupted or unexpected replies.
+    Link = 4,
+}
+
+/// Appended to every device command's long help.
+pub(crate) const EXIT_CODES_HELP: &str = "Exit codes:
+  0  success
+  1  any other failure
+  2  usage error or bad input file (unreadable, wrong format, does not fit the model)
+  3  the device refused the request (e.g. invalid or too-big model, streaming unsupported)
+  4  link failure: no board found, port cannot be opened, timeout, corrupted replies";
+
+/// An error whose exit code was chosen where it happened.
+#[derive(Debug)]
+pub(crate) struct Coded {
+    pub exit: Exit,
+    pub error: anyhow::Error,
+}
+
+impl std::fmt::Display for Coded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl std::error::Error for Coded {}
+
+/// Marks an error as a bad input file or argument (exit code 2).
+pub(crate) fn bad_input(error: anyhow::Error) -> anyhow::Error {
+    Coded {
+        exit: Exit::BadInput,
+        error,
+    }
+    .into()
+}
+
+/// Marks an error as the device refusing (exit code 3).
+pub(crate) fn refused(error: anyhow::Error) -> anyhow::Error {
+    Coded {
+        exit: Exit::Refused,
+        error,
+    }
+    .into()
+}
+
+fn link_error_exit(error: &LinkError) -> Exit {
+    match error {
+        LinkError::Device { .. } | LinkError::VerifyMismatch { .. } => Exit::Refused,
+        LinkError::InputTooLarge(_) => Exit::BadInput,
+        // Timeout, Corrupted, UnexpectedReply, ProtocolVersion, Io and future variants: the
+        // host could not hold a conversation with the device.
+        _ => Exit::Link,
+    }
+}
+
+/// The process exit code for a failed device command: the first error in the chain that
+/// says what kind of failure it was decides; anything else is 1.
+pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if let Some(coded) = cause.downcast_ref::<Coded>() {
+            return coded.exit as u8;
+        }
+        if let Some(link) = cause.downcast_ref::<LinkError>() {
+            return link_error_exit(link) as u8;
+        }
+        if cause.downcast_ref::<serialport::Error>().is_some() {
+            return Exit::Link as u8;
+        }
+    }
+    1
+}
 
 /// Boards ember knows by their USB IDs (from boards/*/board.toml).
 const KNOWN_BOARDS: &[(u16, Option<u16>, &str)] = &[
@@ -26,16 +106,22 @@ pub enum Command {
     ///
     /// PTYs from `ember emulate` are not listed (the OS does not enumerate them); use the
     /// /dev/pts/N that `ember emulate` prints.
+    #[command(after_long_help = EXIT_CODES_HELP)]
     Devices,
     /// Show the board, firmware, model slots and running model.
+    #[command(after_long_help = EXIT_CODES_HELP)]
     Info(PortArgs),
     /// Upload a .emb model to the board's inactive slot and switch to it.
+    #[command(after_long_help = EXIT_CODES_HELP)]
     Flash(FlashArgs),
     /// Run the board's model once on an input file (raw bytes) and print or save the output.
+    #[command(after_long_help = EXIT_CODES_HELP)]
     Infer(InferArgs),
     /// Stream audio or sensor data to the board and print live predictions.
+    #[command(after_long_help = EXIT_CODES_HELP)]
     Stream(crate::stream::StreamArgs),
     /// Boot the QEMU board (building it if needed) and print the serial port to use.
+    #[command(after_long_help = EXIT_CODES_HELP)]
     Emulate(EmulateArgs),
 }
 
@@ -154,13 +240,17 @@ fn pick_port(port: &Option<String>) -> anyhow::Result<String> {
         .collect();
     match known.as_slice() {
         [only] => Ok(only.port_name.clone()),
-        [] => {
-            bail!("no known board attached; pass --port (see `ember devices`, or `ember emulate`)")
+        [] => Err(Coded {
+            exit: Exit::Link,
+            error: anyhow::anyhow!(
+                "no known board attached; pass --port (see `ember devices`, or `ember emulate`)"
+            ),
         }
-        _ => bail!(
+        .into()),
+        _ => Err(bad_input(anyhow::anyhow!(
             "{} known boards attached; choose one with --port (see `ember devices`)",
             known.len()
-        ),
+        ))),
     }
 }
 
@@ -216,7 +306,8 @@ fn info(args: PortArgs) -> anyhow::Result<()> {
 
 fn flash(args: FlashArgs) -> anyhow::Result<()> {
     let model = std::fs::read(&args.model)
-        .with_context(|| format!("cannot read {}", args.model.display()))?;
+        .with_context(|| format!("cannot read {}", args.model.display()))
+        .map_err(bad_input)?;
     let mut link = connect(&args.port.port)?;
     // Redraw one progress line on a terminal; logs and JSON get no progress noise.
     let quiet = args.port.json || !std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -251,13 +342,15 @@ fn flash(args: FlashArgs) -> anyhow::Result<()> {
 
 fn infer(args: InferArgs) -> anyhow::Result<()> {
     let input = std::fs::read(&args.input)
-        .with_context(|| format!("cannot read {}", args.input.display()))?;
+        .with_context(|| format!("cannot read {}", args.input.display()))
+        .map_err(bad_input)?;
     let mut link = connect(&args.port.port)?;
     let result = link.infer(&input).context("inference failed")?;
     let hex: String = result.output.iter().map(|b| format!("{b:02x}")).collect();
     if let Some(path) = &args.output {
         std::fs::write(path, &result.output)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+            .with_context(|| format!("cannot write {}", path.display()))
+            .map_err(bad_input)?;
     }
     if args.port.json {
         let json = serde_json::json!({
@@ -283,7 +376,10 @@ fn repo_root() -> PathBuf {
 
 fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
     if args.board != "qemu-mps2-an386" {
-        bail!("only qemu-mps2-an386 can be emulated (got {})", args.board);
+        return Err(bad_input(anyhow::anyhow!(
+            "only qemu-mps2-an386 can be emulated (got {})",
+            args.board
+        )));
     }
     let root = repo_root();
     let elf = root

@@ -11,7 +11,7 @@ use ember_runtime::frontend::FrontendConfig;
 use ember_runtime::host::AlignedBytes;
 use ember_runtime::{DType, Model, TensorDef};
 
-use crate::device::{connect, PortArgs};
+use crate::device::{bad_input, connect, refused, PortArgs};
 
 /// Stream data to the board's running model and print predictions as they come.
 #[derive(Debug, clap::Args)]
@@ -27,6 +27,8 @@ Input forms:
   FILE.wav   16-bit PCM mono (its sample rate paces the stream)
   FILE.csv   one sample per line, comma-separated channels, real values; quantized with the
              model input's scale/zero point when --model is given, else taken as raw integers
+  FILE.parquet  one sample per row, numeric columns as channels (all, or those named with
+             --column in that order), converted like CSV; Snappy-compressed or uncompressed
   -          raw little-endian samples on stdin (s16le for audio), e.g. from `arecord` or `sox`
 
 Data is paced at its sample rate, like a live sensor, unless --as-fast-as-possible.
@@ -34,15 +36,19 @@ Pass --model with the .emb you flashed to see labels and scores instead of raw b
 
 Examples:
   ember stream --port /dev/pts/3 --input words.wav --model kws.emb
+  ember stream --port /dev/pts/3 --input imu.parquet --column ax --column ay --model gesture.emb
   ember stream --port /dev/pts/3 --input words.wav --model kws.emb --json --as-fast-as-possible
   arecord -f S16_LE -r 16000 -c 1 -t raw | ember stream --port /dev/ttyACM0 --input - --model kws.emb"
 )]
 pub struct StreamArgs {
     #[command(flatten)]
     pub port: PortArgs,
-    /// Data to stream: .wav, .csv, or - for raw samples on stdin.
+    /// Data to stream: .wav, .csv, .parquet, or - for raw samples on stdin.
     #[arg(long, short)]
     pub input: PathBuf,
+    /// Parquet column to stream as a channel; repeat for several [default: all columns].
+    #[arg(long = "column", value_name = "NAME")]
+    pub column: Vec<String>,
     /// The .emb running on the board, for labels, output scales and the front end's defaults.
     #[arg(long, short)]
     pub model: Option<PathBuf>,
@@ -96,8 +102,54 @@ fn model_view(path: &Option<PathBuf>) -> anyhow::Result<ModelView> {
     })
 }
 
-/// Encodes CSV values as the stream's sample bytes.
-fn csv_samples(text: &str, view: &ModelView) -> anyhow::Result<Vec<u8>> {
+/// How one real value becomes the bytes of one stream sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SampleEncoding {
+    /// 16-bit PCM for models whose front end runs on the board.
+    Pcm16,
+    /// The model input's own float elements.
+    F32,
+    /// Quantized with the model input's scale and zero point.
+    Int8 { scale: f64, zero_point: f64 },
+    /// Already-quantized integers (int8 input without parameters, or no --model).
+    RawInt8,
+}
+
+impl SampleEncoding {
+    fn for_model(view: &ModelView) -> anyhow::Result<Self> {
+        Ok(match (&view.frontend, &view.input) {
+            (Some(_), _) => SampleEncoding::Pcm16,
+            (None, Some(t)) if t.dtype == DType::F32 => SampleEncoding::F32,
+            (None, Some(t)) if t.dtype == DType::I8 => match t.quant {
+                Some(q) => SampleEncoding::Int8 {
+                    scale: q.scale as f64,
+                    zero_point: q.zero_point as f64,
+                },
+                None => SampleEncoding::RawInt8,
+            },
+            (None, Some(t)) => {
+                bail!("streaming into a {} input is not supported", t.dtype.name())
+            }
+            (None, None) => SampleEncoding::RawInt8,
+        })
+    }
+
+    fn push(self, value: f64, out: &mut Vec<u8>) {
+        match self {
+            SampleEncoding::Pcm16 => out
+                .extend_from_slice(&(value.round().clamp(-32768.0, 32767.0) as i16).to_le_bytes()),
+            SampleEncoding::F32 => out.extend_from_slice(&(value as f32).to_le_bytes()),
+            SampleEncoding::Int8 { scale, zero_point } => {
+                let q = (value / scale).round() + zero_point;
+                out.push(q.clamp(-128.0, 127.0) as i8 as u8)
+            }
+            SampleEncoding::RawInt8 => out.push(value.clamp(-128.0, 127.0) as i8 as u8),
+        }
+    }
+}
+
+/// Encodes CSV values (one sample per line, comma-separated channels) as the stream's bytes.
+fn csv_samples(text: &str, encoding: SampleEncoding) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
     for (line_no, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -112,24 +164,70 @@ fn csv_samples(text: &str, view: &ModelView) -> anyhow::Result<Vec<u8>> {
                 }
                 bail!("line {}: `{field}` is not a number", line_no + 1);
             };
-            match (&view.frontend, &view.input) {
-                (Some(_), _) => out.extend_from_slice(
-                    &(value.round().clamp(-32768.0, 32767.0) as i16).to_le_bytes(),
+            encoding.push(value, &mut out);
+        }
+    }
+    Ok(out)
+}
+
+/// Encodes a Parquet file's rows as the stream's bytes: one sample per row, its channels
+/// the chosen columns in the order given (all columns, in file order, when none are named).
+fn parquet_samples(
+    file: std::fs::File,
+    columns: &[String],
+    encoding: SampleEncoding,
+) -> anyhow::Result<Vec<u8>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+
+    let reader = SerializedFileReader::new(file).context("not a readable Parquet file")?;
+    let schema = reader.metadata().file_metadata().schema();
+    let available: Vec<&str> = schema.get_fields().iter().map(|f| f.name()).collect();
+    if let Some(missing) = columns.iter().find(|c| !available.contains(&c.as_str())) {
+        bail!(
+            "no column `{missing}`; the file has: {}",
+            available.join(", ")
+        );
+    }
+    let mut out = Vec::new();
+    let rows = reader
+        .get_row_iter(None)
+        .context("cannot read the Parquet rows")?;
+    for (row_no, row) in rows.enumerate() {
+        let row = row.with_context(|| format!("row {row_no}: cannot decode"))?;
+        let mut push = |name: &str, field: &Field| -> anyhow::Result<()> {
+            let value = match *field {
+                Field::Byte(v) => v as f64,
+                Field::Short(v) => v as f64,
+                Field::Int(v) => v as f64,
+                Field::Long(v) => v as f64,
+                Field::UByte(v) => v as f64,
+                Field::UShort(v) => v as f64,
+                Field::UInt(v) => v as f64,
+                Field::ULong(v) => v as f64,
+                Field::Float16(v) => f64::from(v),
+                Field::Float(v) => v as f64,
+                Field::Double(v) => v,
+                Field::Null => bail!("row {row_no}, column `{name}`: missing value"),
+                _ => bail!(
+                    "column `{name}` is not numeric ({field}); pick numeric columns with --column"
                 ),
-                (None, Some(t)) if t.dtype == DType::F32 => {
-                    out.extend_from_slice(&(value as f32).to_le_bytes())
-                }
-                (None, Some(t)) if t.dtype == DType::I8 => {
-                    let q = match t.quant {
-                        Some(q) => (value / q.scale as f64).round() + q.zero_point as f64,
-                        None => value,
-                    };
-                    out.push(q.clamp(-128.0, 127.0) as i8 as u8);
-                }
-                (None, Some(t)) => {
-                    bail!("streaming into a {} input is not supported", t.dtype.name())
-                }
-                (None, None) => out.push(value.clamp(-128.0, 127.0) as i8 as u8),
+            };
+            encoding.push(value, &mut out);
+            Ok(())
+        };
+        if columns.is_empty() {
+            for (name, field) in row.get_column_iter() {
+                push(name, field)?;
+            }
+        } else {
+            for wanted in columns {
+                let field = row
+                    .get_column_iter()
+                    .find(|(name, _)| *name == wanted)
+                    .map(|(_, field)| field)
+                    .unwrap_or(&Field::Null);
+                push(wanted, field)?;
             }
         }
     }
@@ -185,46 +283,69 @@ fn print_inference(
     Ok(())
 }
 
-pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
-    let view = model_view(&args.model)?;
-    let stdin = args.input.as_os_str() == "-";
+/// The samples of a file input (nothing for stdin, which is read while streaming) and the
+/// file's own sample rate, if it has one.
+fn read_input(
+    args: &StreamArgs,
+    view: &ModelView,
+    stdin: bool,
+) -> anyhow::Result<(Vec<u8>, Option<u32>)> {
     let ext = args
         .input
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
-    let (data, file_rate): (Vec<u8>, Option<u32>) = match ext.as_deref() {
+    Ok(match ext.as_deref() {
         _ if stdin => (Vec::new(), None),
         Some("wav") => {
-            let bytes = std::fs::read(&args.input).with_context(|| format!("cannot read {}", args.input.display()))?;
-            let wav = Wav::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", args.input.display()))?;
-            (wav.samples().flat_map(i16::to_le_bytes).collect(), Some(wav.sample_rate))
+            let bytes = std::fs::read(&args.input)
+                .with_context(|| format!("cannot read {}", args.input.display()))?;
+            let wav =
+                Wav::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", args.input.display()))?;
+            (
+                wav.samples().flat_map(i16::to_le_bytes).collect(),
+                Some(wav.sample_rate),
+            )
         }
         Some("csv") => {
             let text = std::fs::read_to_string(&args.input)
                 .with_context(|| format!("cannot read {}", args.input.display()))?;
-            (csv_samples(&text, &view)?, None)
+            (csv_samples(&text, SampleEncoding::for_model(view)?)?, None)
         }
-        Some("parquet") => bail!(
-            "Parquet input is not supported by `ember stream` yet; export the column to CSV (one sample per line)"
+        Some("parquet") => {
+            let file = std::fs::File::open(&args.input)
+                .with_context(|| format!("cannot read {}", args.input.display()))?;
+            let samples = parquet_samples(file, &args.column, SampleEncoding::for_model(view)?)
+                .with_context(|| args.input.display().to_string())?;
+            (samples, None)
+        }
+        _ => bail!(
+            "{}: use a .wav, .csv or .parquet file, or - for raw samples on stdin",
+            args.input.display()
         ),
-        _ => bail!("{}: use a .wav or .csv file, or - for raw samples on stdin", args.input.display()),
-    };
+    })
+}
+
+pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
+    let view = model_view(&args.model).map_err(bad_input)?;
+    let stdin = args.input.as_os_str() == "-";
+    let (data, file_rate) = read_input(&args, &view, stdin).map_err(bad_input)?;
 
     let mut link = connect(&args.port.port)?;
     let info = link.info().context("the board did not answer Info")?;
     let caps = info
         .stream
-        .context("the board does not support streaming (its firmware has no stream input)")?;
+        .context("the board does not support streaming (its firmware has no stream input)")
+        .map_err(refused)?;
     let rate = args.rate.or(file_rate).unwrap_or(caps.sample_rate_hz);
     if let (Some(file_rate), Some(frontend)) = (file_rate, &view.frontend) {
         if file_rate != frontend.sample_rate_hz {
-            bail!(
+            return Err(bad_input(anyhow::anyhow!(
                 "{} is sampled at {file_rate} Hz but the model's front end expects {} Hz (resample: sox IN.wav -r {} OUT.wav)",
                 args.input.display(),
                 frontend.sample_rate_hz,
                 frontend.sample_rate_hz
-            );
+            )));
         }
     }
     let sample_bytes = if view.frontend.is_some() || stdin {
@@ -237,7 +358,9 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
         (None, Some(f), _) => f.sample_rate_hz,
         (None, None, Some(t)) => t.elements() as u32,
         (None, None, None) => {
-            bail!("pass --window (samples), or --model with the .emb on the board")
+            return Err(bad_input(anyhow::anyhow!(
+                "pass --window (samples), or --model with the .emb on the board"
+            )))
         }
     };
     let hop = args.hop.unwrap_or(window);
@@ -343,4 +466,153 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> anyhow::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::basic::{Repetition, Type as PhysicalType};
+    use parquet::data_type::{DoubleType, FloatType, Int32Type};
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::types::Type;
+    use std::sync::Arc;
+
+    /// Rows of (a: f64, b: f32, c: i32, label: utf8) with values that exercise rounding,
+    /// negative numbers and clamping for every encoding.
+    const A: [f64; 5] = [0.0, -1.26, 3.5, 1000.0, -40000.0];
+    const B: [f32; 5] = [0.25, 7.0, -0.5, 2.75, 127.9];
+    const C: [i32; 5] = [1, -2, 300, -128, 40000];
+
+    fn write_parquet(path: &std::path::Path) {
+        let column = |name: &str, physical| {
+            Arc::new(
+                Type::primitive_type_builder(name, physical)
+                    .with_repetition(Repetition::REQUIRED)
+                    .build()
+                    .unwrap(),
+            )
+        };
+        let schema = Type::group_type_builder("sensor")
+            .with_fields(vec![
+                column("a", PhysicalType::DOUBLE),
+                column("b", PhysicalType::FLOAT),
+                column("c", PhysicalType::INT32),
+            ])
+            .build()
+            .unwrap();
+        let file = std::fs::File::create(path).unwrap();
+        let mut writer =
+            SerializedFileWriter::new(file, Arc::new(schema), Default::default()).unwrap();
+        let mut group = writer.next_row_group().unwrap();
+        for index in 0..3 {
+            let mut column = group.next_column().unwrap().unwrap();
+            match index {
+                0 => column.typed::<DoubleType>().write_batch(&A, None, None),
+                1 => column.typed::<FloatType>().write_batch(&B, None, None),
+                _ => column.typed::<Int32Type>().write_batch(&C, None, None),
+            }
+            .unwrap();
+            column.close().unwrap();
+        }
+        group.close().unwrap();
+        writer.close().unwrap();
+    }
+
+    fn temp_parquet(name: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "ember-stream-{name}-{}.parquet",
+            std::process::id()
+        ));
+        write_parquet(&path);
+        path
+    }
+
+    const ENCODINGS: [SampleEncoding; 4] = [
+        SampleEncoding::Pcm16,
+        SampleEncoding::F32,
+        SampleEncoding::Int8 {
+            scale: 0.05,
+            zero_point: -3.0,
+        },
+        SampleEncoding::RawInt8,
+    ];
+
+    #[test]
+    fn parquet_all_columns_match_csv() {
+        let path = temp_parquet("all");
+        let csv: String = (0..A.len())
+            .map(|i| format!("{},{},{}\n", A[i], B[i], C[i]))
+            .collect();
+        for encoding in ENCODINGS {
+            let from_csv = csv_samples(&format!("a,b,c\n{csv}"), encoding).unwrap();
+            let from_parquet =
+                parquet_samples(std::fs::File::open(&path).unwrap(), &[], encoding).unwrap();
+            assert_eq!(from_parquet, from_csv, "{encoding:?}");
+            let bytes_per_sample = if encoding == SampleEncoding::Pcm16 {
+                2
+            } else if encoding == SampleEncoding::F32 {
+                4
+            } else {
+                1
+            };
+            assert_eq!(from_parquet.len(), A.len() * 3 * bytes_per_sample);
+        }
+        std::fs::remove_file(path).ok();
+    }
+
+    #[test]
+    fn parquet_named_columns_in_the_order_given() {
+        let path = temp_parquet("named");
+        let csv: String = (0..A.len())
+            .map(|i| format!("{},{}\n", C[i], A[i]))
+            .collect();
+        let columns = ["c".to_string(), "a".to_string()];
+        for encoding in ENCODINGS {
+            let from_parquet =
+                parquet_samples(std::fs::File::open(&path).unwrap(), &columns, encoding).unwrap();
+            assert_eq!(
+                from_parquet,
+                csv_samples(&csv, encoding).unwrap(),
+                "{encoding:?}"
+            );
+        }
+        let err = parquet_samples(
+            std::fs::File::open(&path).unwrap(),
+            &["z".into()],
+            SampleEncoding::F32,
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("a, b, c"), "{err:#}");
+        std::fs::remove_file(path).ok();
+    }
+
+    #[test]
+    fn int8_quantization_rounds_and_clamps() {
+        let mut out = Vec::new();
+        let encoding = SampleEncoding::Int8 {
+            scale: 0.5,
+            zero_point: 10.0,
+        };
+        for value in [0.0, 1.2, -3.0, 100.0, -100.0] {
+            encoding.push(value, &mut out);
+        }
+        assert_eq!(
+            out.iter().map(|&b| b as i8).collect::<Vec<_>>(),
+            [10, 12, 4, 127, -128]
+        );
+    }
+
+    #[test]
+    fn not_parquet_is_an_error() {
+        let path =
+            std::env::temp_dir().join(format!("ember-stream-bad-{}.parquet", std::process::id()));
+        std::fs::write(&path, b"a,b\n1,2\n").unwrap();
+        assert!(parquet_samples(
+            std::fs::File::open(&path).unwrap(),
+            &[],
+            SampleEncoding::F32
+        )
+        .is_err());
+        std::fs::remove_file(path).ok();
+    }
 }

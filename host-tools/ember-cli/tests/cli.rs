@@ -239,3 +239,46 @@ fn audio_into_a_model_without_front_end_says_how_to_fix_it() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn device_commands_have_distinct_exit_codes() {
+    let dir = temp_dir("exit-codes");
+    let missing = dir.join("missing.emb");
+    // A model file that cannot be read is bad input (2), before any port is touched.
+    let out = ember(&[
+        "flash",
+        "--port",
+        "/nonexistent/tty",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    // A port that cannot be opened is a link failure (4).
+    let input = dir.join("input.bin");
+    std::fs::write(&input, [0u8; 4]).unwrap();
+    let out = ember(&[
+        "infer",
+        "--port",
+        "/nonexistent/tty",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let out = ember(&["info", "--port", "/nonexistent/tty"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    // A stream input of an unknown kind is bad input (2).
+    let out = ember(&[
+        "stream",
+        "--port",
+        "/nonexistent/tty",
+        "--input",
+        input.to_str().unwrap(),
+        "--window",
+        "16",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let help = text(&ember(&["flash", "--help"]).stdout);
+    assert!(
+        help.contains("Exit codes:") && help.contains("device refused"),
+        "{help}"
+    );
+}
