@@ -309,15 +309,29 @@ fn flash(args: FlashArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read {}", args.model.display()))
         .map_err(bad_input)?;
     let mut link = connect(&args.port.port)?;
-    // Redraw one progress line on a terminal; logs and JSON get no progress noise.
+    // A progress bar on a terminal; logs and JSON get no progress noise.
     let quiet = args.port.json || !std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let report = link
-        .flash(&model, |p| {
-            if !quiet {
-                eprint!("\rflashing {} / {} bytes", p.sent, p.total);
-            }
-        })
-        .context("flash failed; the board keeps running its previous model")?;
+    let bar = (!quiet).then(|| {
+        let bar = indicatif::ProgressBar::new(model.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "flashing [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    let result = link.flash(&model, |p| {
+        if let Some(bar) = &bar {
+            bar.set_length(p.total as u64);
+            bar.set_position(p.sent as u64);
+        }
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = result.context("flash failed; the board keeps running its previous model")?;
     if args.port.json {
         let json = serde_json::json!({
             "slot": report.slot, "crc32": report.hash, "retries": report.retries,
@@ -325,9 +339,6 @@ fn flash(args: FlashArgs) -> anyhow::Result<()> {
         });
         println!("{json}");
     } else {
-        if !quiet {
-            eprintln!();
-        }
         println!(
             "flashed {} ({} bytes) to slot {}, crc32 {:08x}, {} retries",
             args.model.display(),
