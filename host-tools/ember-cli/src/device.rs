@@ -107,7 +107,7 @@ pub enum Command {
     /// PTYs from `ember emulate` are not listed (the OS does not enumerate them); use the
     /// /dev/pts/N that `ember emulate` prints.
     #[command(after_long_help = EXIT_CODES_HELP)]
-    Devices,
+    Devices(DevicesArgs),
     /// Show the board, firmware, model slots and running model.
     #[command(after_long_help = EXIT_CODES_HELP)]
     Info(PortArgs),
@@ -123,6 +123,13 @@ pub enum Command {
     /// Boot the QEMU board (building it if needed) and print the serial port to use.
     #[command(after_long_help = EXIT_CODES_HELP)]
     Emulate(EmulateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DevicesArgs {
+    /// Print JSON: an array of {port, type, vid, pid, serial_number, manufacturer, product, board}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -164,7 +171,7 @@ pub struct EmulateArgs {
 
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Devices => devices(),
+        Command::Devices(args) => devices(args),
         Command::Info(args) => info(args),
         Command::Flash(args) => flash(args),
         Command::Infer(args) => infer(args),
@@ -204,8 +211,31 @@ fn known_board(vid: u16, pid: u16) -> Option<&'static str> {
         .map(|(_, _, name)| *name)
 }
 
-fn devices() -> anyhow::Result<()> {
+fn devices(args: DevicesArgs) -> anyhow::Result<()> {
     let ports = serialport::available_ports().context("cannot list serial ports")?;
+    if args.json {
+        let list: Vec<_> = ports
+            .iter()
+            .map(|port| match &port.port_type {
+                serialport::SerialPortType::UsbPort(usb) => serde_json::json!({
+                    "port": port.port_name, "type": "usb",
+                    "vid": usb.vid, "pid": usb.pid, "serial_number": usb.serial_number,
+                    "manufacturer": usb.manufacturer, "product": usb.product,
+                    "board": known_board(usb.vid, usb.pid),
+                }),
+                other => serde_json::json!({
+                    "port": port.port_name,
+                    "type": match other {
+                        serialport::SerialPortType::PciPort => "pci",
+                        serialport::SerialPortType::BluetoothPort => "bluetooth",
+                        _ => "unknown",
+                    },
+                }),
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(());
+    }
     if ports.is_empty() {
         println!("no serial ports found (for QEMU, use the port `ember emulate` prints)");
     }

@@ -282,3 +282,13 @@ fn device_commands_have_distinct_exit_codes() {
         "{help}"
     );
 }
+
+#[test]
+fn devices_json_is_an_array() {
+    let out = ember(&["devices", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for port in doc.as_array().expect("a JSON array") {
+        assert!(port["port"].is_string(), "{port}");
+    }
+}
