@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(gcc-arm-none-eabi qemu-system-arm espeak-ng flite sox libudev-dev pkg-config)
+apt_packages=(gcc-arm-none-eabi qemu-system-arm espeak-ng flite sox libudev-dev pkg-config flatbuffers-compiler xxd)
 # The Debian Rust toolchain with std sources builds Cortex-M targets when rustup has no thumb targets.
 if ! rustup target list --installed 2>/dev/null | grep -q thumbv7em-none-eabihf; then
   apt_packages+=(rustc-web rust-web-src cargo-web)
