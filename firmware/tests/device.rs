@@ -569,3 +569,61 @@ fn boot_falls_back_when_the_active_slot_is_corrupted() {
     assert_eq!(hash, Some(crc32(&old)));
     assert!(fell_back);
 }
+
+/// The board's panic policy: the message of the panic before this boot is reported by Info, and a
+/// model that crashed the board twice in a row is set aside for the last good one.
+#[test]
+fn after_repeated_panics_the_last_good_model_runs_and_the_panic_is_reported() {
+    let old = common::mlp_model(16, 32, 4, 1);
+    let new = common::mlp_model(40, 64, 6, 2);
+    let mut client = Client { id: 0 };
+    let ((), flash) = with_device(Flash::new(vec![0; FLASH_LEN]), |d| {
+        flash_model(&mut client, d, &old).unwrap();
+        flash_model(&mut client, d, &new).unwrap();
+    });
+    let boot = |flash: Flash, options: BootOptions<'static>, client: &mut Client| {
+        let mut arena = vec![0u8; 8192];
+        let mut window = vec![0u8; 1024];
+        let buffers = Buffers {
+            arena: &mut arena,
+            window: &mut window,
+            frontend: None,
+        };
+        let mut device = Device::new(flash, layout(), NoClock, CONFIG, buffers, options).unwrap();
+        let p = client.call(&mut device, RequestBody::Info);
+        let ResponseBody::Info(info) = body(&p) else {
+            panic!("no info")
+        };
+        let result = (
+            info.model.as_ref().map(|m| m.hash),
+            info.last_panic.map(|s| s.to_string()),
+            info.fell_back,
+        );
+        (result, device.into_flash())
+    };
+    // One panic: reported, the newest model still runs.
+    let once = BootOptions {
+        last_panic: Some("index out of bounds"),
+        distrust_active: false,
+    };
+    let ((hash, panic, fell_back), flash) = boot(reboot(flash), once, &mut client);
+    assert_eq!(hash, Some(crc32(&new)));
+    assert_eq!(panic.as_deref(), Some("index out of bounds"));
+    assert!(!fell_back);
+    // Two in a row: the board distrusts the active model and boots the previous one.
+    let twice = BootOptions {
+        last_panic: Some("index out of bounds"),
+        distrust_active: true,
+    };
+    let ((hash, _, fell_back), flash) = boot(reboot(flash), twice, &mut client);
+    assert_eq!(
+        hash,
+        Some(crc32(&old)),
+        "the last good model runs after repeated panics"
+    );
+    assert!(fell_back);
+    // The choice is not permanent: a clean boot runs the newest model again.
+    let ((hash, panic, _), _) = boot(reboot(flash), BootOptions::default(), &mut client);
+    assert_eq!(hash, Some(crc32(&new)));
+    assert_eq!(panic, None);
+}
