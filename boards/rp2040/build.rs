@@ -6,4 +6,6 @@ fn main() {
     fs::copy("memory.x", out.join("memory.x")).expect("copy memory.x");
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=memory.x");
+    // defmt's linker script places the log string table (the defmt crate puts it on the path).
+    println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
 }

@@ -12,6 +12,8 @@
 #![no_main]
 
 use cortex_m_rt::entry;
+// The defmt global logger: frames go to an RTT buffer the debug probe reads.
+use defmt_rtt as _;
 use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
 };
@@ -147,6 +149,7 @@ fn main() -> ! {
     ) else {
         panic!("device setup")
     };
+    defmt::info!("ember: rp2040 ready");
     loop {
         match device.poll(&mut serial) {
             Ok(Some(Event::Reset)) => cortex_m::peripheral::SCB::sys_reset(),
@@ -157,7 +160,8 @@ fn main() -> ! {
 }
 
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    defmt::error!("ember: panic: {}", defmt::Display2Format(info));
     // Reset so the device comes back up on the last good model.
     cortex_m::peripheral::SCB::sys_reset()
 }
