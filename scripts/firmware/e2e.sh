@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end over a real serial port: boots the device firmware in QEMU (`ember emulate`),
 # then with the `ember` CLI over the PTY: info, flash a converted model, infer and compare
-# with `ember run` on the host, plus faults injected on the real PTY (line noise, a corrupt
+# with `ember run` on the host, stream a WAV file (the board computes the features) and check the
+# predicted words, plus faults injected on the real PTY (line noise, a corrupt
 # model upload) after which the device must still serve the last good model.
 # Skips loudly (exit 0) only when qemu-system-arm is missing and cannot be installed.
 set -euo pipefail
@@ -56,5 +57,19 @@ check "infer after refused flash" infer_matches
 head -c 1000 "$work/kws.emb" > "$work/truncated.emb"
 check "truncated model refused" bash -c "! '$ember' flash --port '$port' '$work/truncated.emb'"
 check "infer after truncated flash" infer_matches
+
+# Streaming a file: the keyword model with its audio front end; the board computes the features.
+"$ember" convert "$shared_dir/models/kws_ref_model.tflite" -o "$work/kws-audio.emb" --frontend mlperf-kws \
+  --labels down,go,left,no,off,on,right,stop,up,yes,silence,unknown >/dev/null
+check "flash kws with front end" "$ember" flash --port "$port" "$work/kws-audio.emb"
+sox "$shared_dir/audio/yes_1000ms.wav" "$shared_dir/audio/silence_1000ms.wav" "$work/stream.wav"
+stream_is_yes_then_silence() {
+  local labels
+  labels=$("$ember" stream --port "$port" --input "$work/stream.wav" --model "$work/kws-audio.emb" --json \
+    --as-fast-as-possible | python3 -c 'import json,sys; print(" ".join(json.loads(l)["top"][0]["label"] for l in sys.stdin))')
+  echo "   streamed predictions: $labels"
+  [[ "$labels" == "yes silence" ]]
+}
+check "stream a file: yes, then silence" stream_is_yes_then_silence
 echo "$passed passed, $failed failed"
 ((failed == 0))
