@@ -539,11 +539,7 @@ impl Kernel for Conv2dS8 {
     }
 
     fn for_each_input(&self, f: &mut dyn FnMut(&TensorDef)) {
-        f(&self.input);
-        f(&self.filter);
-        if let Some(b) = &self.bias {
-            f(b);
-        }
+        super::visit_weighted(&self.input, &self.filter, &self.bias, f);
     }
 
     fn macs(&self) -> u64 {
@@ -596,11 +592,7 @@ impl Kernel for Conv2dF32 {
     }
 
     fn for_each_input(&self, f: &mut dyn FnMut(&TensorDef)) {
-        f(&self.input);
-        f(&self.filter);
-        if let Some(b) = &self.bias {
-            f(b);
-        }
+        super::visit_weighted(&self.input, &self.filter, &self.bias, f);
     }
 
     fn macs(&self) -> u64 {
@@ -665,11 +657,7 @@ impl Kernel for Conv2dHybrid {
     }
 
     fn for_each_input(&self, f: &mut dyn FnMut(&TensorDef)) {
-        f(&self.input);
-        f(&self.filter);
-        if let Some(b) = &self.bias {
-            f(b);
-        }
+        super::visit_weighted(&self.input, &self.filter, &self.bias, f);
     }
 
     fn macs(&self) -> u64 {

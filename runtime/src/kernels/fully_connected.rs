@@ -192,11 +192,7 @@ impl Kernel for FullyConnectedS8 {
     }
 
     fn for_each_input(&self, f: &mut dyn FnMut(&TensorDef)) {
-        f(&self.input);
-        f(&self.filter);
-        if let Some(b) = &self.bias {
-            f(b);
-        }
+        super::visit_weighted(&self.input, &self.filter, &self.bias, f);
     }
 
     fn macs(&self) -> u64 {
@@ -388,11 +384,7 @@ impl Kernel for FullyConnectedF32 {
     }
 
     fn for_each_input(&self, f: &mut dyn FnMut(&TensorDef)) {
-        f(&self.input);
-        f(&self.filter);
-        if let Some(b) = &self.bias {
-            f(b);
-        }
+        super::visit_weighted(&self.input, &self.filter, &self.bias, f);
     }
 
     fn macs(&self) -> u64 {
@@ -459,11 +451,7 @@ impl Kernel for FullyConnectedHybrid {
     }
 
     fn for_each_input(&self, f: &mut dyn FnMut(&TensorDef)) {
-        f(&self.input);
-        f(&self.filter);
-        if let Some(b) = &self.bias {
-            f(b);
-        }
+        super::visit_weighted(&self.input, &self.filter, &self.bias, f);
     }
 
     fn macs(&self) -> u64 {

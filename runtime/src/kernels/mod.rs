@@ -73,6 +73,20 @@ pub trait Kernel {
     }
 }
 
+/// `for_each_input` of the weighted ops (conv, depthwise, FC): input, weights, optional bias.
+pub(crate) fn visit_weighted(
+    input: &TensorDef,
+    filter: &TensorDef,
+    bias: &Option<TensorDef>,
+    f: &mut dyn FnMut(&TensorDef),
+) {
+    f(input);
+    f(filter);
+    if let Some(b) = bias {
+        f(b);
+    }
+}
+
 /// Fused activation for float kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Activation {
