@@ -1,0 +1,573 @@
+//! Convolution and depthwise convolution with the DSP shim.
+
+use super::*;
+
+/// Widens the first `groups * 4` values of two gathered windows into `wide`, with `offset`
+/// (packed by [`simd::splat16`]) added, interleaved per group of 4 values as
+/// `[x0 lanes 0/2, x0 lanes 1/3, x1 lanes 0/2, x1 lanes 1/3]`: the order `SXTB16` /
+/// `SXTB16 ROR #8` give a filter word, so one pass widens what every output channel reuses.
+#[inline(always)]
+fn widen_pair(x0: &[i8], x1: &[i8], groups: usize, offset: u32, wide: &mut [u32]) {
+    use simd::*;
+    for ((a, b), out) in x0
+        .chunks_exact(4)
+        .zip(x1.chunks_exact(4))
+        .zip(wide.chunks_exact_mut(4))
+        .take(groups)
+    {
+        let a = u32::from_le_bytes([a[0] as u8, a[1] as u8, a[2] as u8, a[3] as u8]);
+        let b = u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8]);
+        out[0] = sxtab16(offset, a);
+        out[1] = sxtab16_ror8(offset, a);
+        out[2] = sxtab16(offset, b);
+        out[3] = sxtab16_ror8(offset, b);
+    }
+}
+
+/// `[x0.w0, x0.w1, x1.w0, x1.w1]` over `groups * 4` values from a window pair widened by
+/// [`widen_pair`] and two filter rows.
+///
+/// # Safety
+/// `wide` must point to `groups * 4` readable words, `w0` and `w1` to `groups * 4` bytes each.
+#[inline(always)]
+unsafe fn dot_2x2_wide(wide: *const u32, w0: *const i8, w1: *const i8, groups: usize) -> [i32; 4] {
+    use simd::*;
+    let (mut a00, mut a01, mut a10, mut a11) = (0i32, 0i32, 0i32, 0i32);
+    let (mut x, mut w0, mut w1) = (wide, w0, w1);
+    // SAFETY (whole block): every read stays within the bounds the caller guarantees.
+    unsafe {
+        let end = x.add(groups * 4);
+        while x != end {
+            let a02 = *x;
+            let a13 = *x.add(1);
+            let b02 = *x.add(2);
+            let b13 = *x.add(3);
+            x = x.add(4);
+            let f = read_u32(w0);
+            w0 = w0.add(4);
+            let f02 = sxtb16(f);
+            let f13 = sxtb16_ror8(f);
+            a00 = smlad(a02, f02, a00);
+            a00 = smlad(a13, f13, a00);
+            a10 = smlad(b02, f02, a10);
+            a10 = smlad(b13, f13, a10);
+            let g = read_u32(w1);
+            w1 = w1.add(4);
+            let g02 = sxtb16(g);
+            let g13 = sxtb16_ror8(g);
+            a01 = smlad(a02, g02, a01);
+            a01 = smlad(a13, g13, a01);
+            a11 = smlad(b02, g02, a11);
+            a11 = smlad(b13, g13, a11);
+        }
+    }
+    [a00, a01, a10, a11]
+}
+
+/// Copies a pixel's filter window into `patch` (padding taps get `pad_value`).
+#[inline(always)]
+fn gather_patch(
+    p: &Conv2dS8,
+    d: &SpatialDims,
+    input: &[i8],
+    pixel: usize,
+    patch: &mut [i8],
+    pad_value: i8,
+) -> Option<()> {
+    let w = p.window;
+    let out_x = pixel % d.out_w;
+    let out_y = (pixel / d.out_w) % d.out_h;
+    let b = pixel / (d.out_w * d.out_h);
+    let mut chunks = patch.chunks_exact_mut(d.in_c);
+    for fy in 0..d.filter_h {
+        let in_y = tap(out_y, w.stride_h, w.pad_top, fy, w.dilation_h, d.in_h);
+        for fx in 0..d.filter_w {
+            let dst = chunks.next()?;
+            let in_x = tap(out_x, w.stride_w, w.pad_left, fx, w.dilation_w, d.in_w);
+            match (in_y, in_x) {
+                (Some(in_y), Some(in_x)) => {
+                    let at = d.input_index(b, in_y, in_x, 0);
+                    let src = input.get(at..at + d.in_c)?;
+                    // A one-channel tap (a first layer over raw features) is not worth a memcpy call.
+                    match (dst, src) {
+                        ([one], [value]) => *one = *value,
+                        (dst, src) => dst.copy_from_slice(src),
+                    }
+                }
+                _ => dst.fill(pad_value),
+            }
+        }
+    }
+    Some(())
+}
+
+/// [`Conv2dS8`] as a GEMM over 2 pixels x 2 output channels. Same arguments as
+/// [`super::conv::conv2d_s8_reference`]; `false` (output untouched) when the shape is not
+/// handled here: grouped convolution, a window over [`CONV_PATCH_MAX`] values, inconsistent
+/// lengths or an invalid requantizer.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_s8_dsp(
+    p: &Conv2dS8,
+    d: SpatialDims,
+    input: &[i8],
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    multipliers: &[i32],
+    shifts: &[i32],
+    output: &mut [i8],
+) -> bool {
+    let depth = d.filter_h * d.filter_w * d.in_c;
+    let pixels = d.batches * d.out_h * d.out_w;
+    if d.filter_in_c != d.in_c
+        || depth > CONV_PATCH_MAX
+        || !(-127..=128).contains(&p.input_offset)
+        || input.len() < d.batches * d.in_h * d.in_w * d.in_c
+        || filter.len() < d.out_c * depth
+        || output.len() < pixels * d.out_c
+        || bias.is_some_and(|b| b.len() < d.out_c)
+        || !requantizers_ok(multipliers, shifts)
+    {
+        return false;
+    }
+    let offset = simd::splat16(p.input_offset);
+    let lane_offset = p.input_offset;
+    let pad_value = (-p.input_offset) as i8;
+    let groups = depth / 4;
+    let tail = groups * 4;
+    // Two gathered windows, the second `CONV_PATCH_MAX` after the first, and both widened.
+    let mut patches = [0i8; 2 * CONV_PATCH_MAX];
+    let mut wide = [0u32; CONV_PATCH_MAX];
+    let store = |acc: i32, (bias, r): (i32, Requantizer)| {
+        finish(
+            acc.wrapping_add(bias),
+            r,
+            p.output_offset,
+            p.act_min,
+            p.act_max,
+        )
+    };
+    for chunk in (0..d.out_c).step_by(CHANNEL_CHUNK) {
+        let chunk_end = (chunk + CHANNEL_CHUNK).min(d.out_c);
+        let params = channel_params(bias, multipliers, shifts, chunk, d.out_c);
+        let mut pixel = 0;
+        while pixel < pixels {
+            let second = pixel + 1 < pixels;
+            let (patch0, patch1) = patches.split_at_mut(CONV_PATCH_MAX);
+            if gather_patch(p, &d, input, pixel, patch0, pad_value).is_none()
+                || (second && gather_patch(p, &d, input, pixel + 1, patch1, pad_value).is_none())
+            {
+                return false;
+            }
+            // Without a second pixel, `patch1` holds stale values whose sums are discarded.
+            widen_pair(patch0, patch1, groups, offset, &mut wide);
+            let out0 = pixel * d.out_c;
+            let out1 = out0 + d.out_c;
+            let mut c = chunk;
+            while c < chunk_end {
+                let c1 = if c + 1 < chunk_end { c + 1 } else { c };
+                let (row0, row1) = (c * depth, c1 * depth);
+                // SAFETY: `wide` holds `groups * 4 <= CONV_PATCH_MAX` words and the filter
+                // `out_c * depth` values (checked above).
+                let [mut a00, mut a01, mut a10, mut a11] = unsafe {
+                    dot_2x2_wide(
+                        wide.as_ptr(),
+                        filter.as_ptr().add(row0),
+                        filter.as_ptr().add(row1),
+                        groups,
+                    )
+                };
+                for k in tail..depth {
+                    let x0 = patch0[k] as i32 + lane_offset;
+                    let x1 = patch1[k] as i32 + lane_offset;
+                    let (f0, f1) = (filter[row0 + k] as i32, filter[row1 + k] as i32);
+                    a00 = a00.wrapping_add(x0 * f0);
+                    a01 = a01.wrapping_add(x0 * f1);
+                    a10 = a10.wrapping_add(x1 * f0);
+                    a11 = a11.wrapping_add(x1 * f1);
+                }
+                let (p0, p1) = (params[c - chunk], params[c1 - chunk]);
+                // SAFETY: `out0 + c1 < (pixel + 1) * out_c <= output.len()`, and with a
+                // second pixel `out1 + c1 < (pixel + 2) * out_c <= output.len()` (checked above).
+                unsafe {
+                    *output.get_unchecked_mut(out0 + c) = store(a00, p0);
+                    if second {
+                        *output.get_unchecked_mut(out1 + c) = store(a10, p0);
+                    }
+                    if c1 != c {
+                        *output.get_unchecked_mut(out0 + c1) = store(a01, p1);
+                        if second {
+                            *output.get_unchecked_mut(out1 + c1) = store(a11, p1);
+                        }
+                    }
+                }
+                c += 2;
+            }
+            pixel += 2;
+        }
+    }
+    true
+}
+
+/// [`DepthwiseConv2dS8`] with depth multiplier 1: 4 channels per step of one output pixel
+/// (two pixels at once need more registers than a Cortex-M4 has and spill). Taps in the padding read a row of input zero
+/// points (which adds `0`). Same arguments as [`super::depthwise::depthwise_conv2d_s8_reference`];
+/// `false` when the shape is not handled here.
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise_conv2d_s8_dsp(
+    p: &DepthwiseConv2dS8,
+    d: SpatialDims,
+    input: &[i8],
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    multipliers: &[i32],
+    shifts: &[i32],
+    output: &mut [i8],
+) -> bool {
+    let channels = d.in_c;
+    let taps = d.filter_h * d.filter_w;
+    if d.out_c != channels
+        || channels > DEPTHWISE_CHANNELS_MAX
+        || taps > DEPTHWISE_TAPS_MAX
+        || !(-127..=128).contains(&p.input_offset)
+        || input.len() < d.batches * d.in_h * d.in_w * channels
+        || filter.len() < taps * channels
+        || output.len() < d.batches * d.out_h * d.out_w * channels
+        || bias.is_some_and(|b| b.len() < channels)
+        || !requantizers_ok(multipliers, shifts)
+    {
+        return false;
+    }
+    use simd::*;
+    let w = p.window;
+    let offset = splat16(p.input_offset);
+    let lane_offset = p.input_offset;
+    // Padding taps read this row: `zero_point + input_offset = 0`.
+    let pad_row = [(-p.input_offset) as i8; DEPTHWISE_CHANNELS_MAX + 4];
+    let mut rows = [pad_row.as_ptr(); DEPTHWISE_TAPS_MAX];
+    let fill_rows = |rows: &mut [*const i8; DEPTHWISE_TAPS_MAX], b: usize, y: usize, x: usize| {
+        let mut t = 0;
+        for fy in 0..d.filter_h {
+            let in_y = tap(y, w.stride_h, w.pad_top, fy, w.dilation_h, d.in_h);
+            for fx in 0..d.filter_w {
+                let in_x = tap(x, w.stride_w, w.pad_left, fx, w.dilation_w, d.in_w);
+                rows[t] = match (in_y, in_x) {
+                    // SAFETY: an in-image pixel: its `channels` values lie inside `input`.
+                    (Some(in_y), Some(in_x)) => unsafe {
+                        input.as_ptr().add(d.input_index(b, in_y, in_x, 0))
+                    },
+                    _ => pad_row.as_ptr(),
+                };
+                t += 1;
+            }
+        }
+    };
+    let store = |acc: i32, (bias, r): (i32, Requantizer)| {
+        finish(
+            acc.wrapping_add(bias),
+            r,
+            p.output_offset,
+            p.act_min,
+            p.act_max,
+        )
+    };
+    for chunk in (0..channels).step_by(CHANNEL_CHUNK) {
+        let chunk_end = (chunk + CHANNEL_CHUNK).min(channels);
+        let params = channel_params(bias, multipliers, shifts, chunk, channels);
+        // CHANNEL_CHUNK is a multiple of 4, so only the last chunk has a scalar tail.
+        let vector_end = chunk + ((chunk_end - chunk) & !3);
+        for b in 0..d.batches {
+            for out_y in 0..d.out_h {
+                for out_x in 0..d.out_w {
+                    fill_rows(&mut rows, b, out_y, out_x);
+                    let out_at = d.output_index(b, out_y, out_x, 0);
+                    let mut c = chunk;
+                    while c < vector_end {
+                        let mut acc = [0i32; 4];
+                        let mut f_at = c;
+                        for row in &rows[..taps] {
+                            // SAFETY: every row pointer addresses `channels` readable values (an
+                            // input pixel or the padding row) and `c + 4 <= channels`; the filter
+                            // holds `taps * channels` values.
+                            let (x, f) = unsafe {
+                                (read_u32(row.add(c)), read_u32(filter.as_ptr().add(f_at)))
+                            };
+                            let f02 = sxtb16(f);
+                            let f13 = sxtb16_ror8(f);
+                            let a02 = sxtab16(offset, x);
+                            let a13 = sxtab16_ror8(offset, x);
+                            acc[0] = smlabb(a02, f02, acc[0]);
+                            acc[2] = smlatt(a02, f02, acc[2]);
+                            acc[1] = smlabb(a13, f13, acc[1]);
+                            acc[3] = smlatt(a13, f13, acc[3]);
+                            f_at += channels;
+                        }
+                        for (lane, &a) in acc.iter().enumerate() {
+                            output[out_at + c + lane] = store(a, params[c - chunk + lane]);
+                        }
+                        c += 4;
+                    }
+                    while c < chunk_end {
+                        let mut acc = 0i32;
+                        for (t, row) in rows[..taps].iter().enumerate() {
+                            // SAFETY: as above, one value at channel `c < channels`.
+                            let x = unsafe { *row.add(c) };
+                            let f = filter[t * channels + c] as i32;
+                            acc = acc.wrapping_add(f * (x as i32 + lane_offset));
+                        }
+                        output[out_at + c] = store(acc, params[c - chunk]);
+                        c += 1;
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::kernels::conv::conv2d_s8_reference;
+    use crate::kernels::depthwise::depthwise_conv2d_s8_reference;
+    use crate::kernels::dsp::tests::{def, random_act, random_requant};
+    use crate::kernels::testing::Rng;
+    use crate::kernels::{Requant, Window};
+
+    #[derive(Debug)]
+    struct ConvCase {
+        p: Conv2dS8,
+        d: SpatialDims,
+        input: Vec<i8>,
+        filter: Vec<i8>,
+        bias: Option<Vec<i32>>,
+        multipliers: Vec<i32>,
+        shifts: Vec<i32>,
+    }
+
+    fn random_window(rng: &mut Rng) -> Window {
+        let stride = rng.range(1, 3) as u16;
+        let dilation = rng.range(1, 2) as u16;
+        Window {
+            stride_h: stride,
+            stride_w: rng.range(1, 3) as u16,
+            dilation_h: dilation,
+            dilation_w: rng.range(1, 2) as u16,
+            pad_top: rng.range(0, 2) as u16,
+            pad_left: rng.range(0, 2) as u16,
+        }
+    }
+
+    /// Output size along one axis, at least 1.
+    fn out_size(input: usize, k: usize, stride: u16, dilation: u16, pad: u16) -> usize {
+        let extent = (k - 1) * dilation as usize + 1;
+        (input + 2 * pad as usize).saturating_sub(extent) / stride as usize + 1
+    }
+
+    fn random_dims(rng: &mut Rng, w: &Window, in_c: usize, out_c: usize) -> SpatialDims {
+        let pointwise = rng.range(0, 2) == 0;
+        let (filter_h, filter_w) = if pointwise {
+            (1, 1)
+        } else {
+            (rng.range(1, 4) as usize, rng.range(1, 4) as usize)
+        };
+        let in_h = rng.range(1, 9) as usize;
+        let in_w = rng.range(1, 9) as usize;
+        SpatialDims {
+            batches: rng.range(1, 2) as usize,
+            in_h,
+            in_w,
+            in_c,
+            out_h: out_size(in_h, filter_h, w.stride_h, w.dilation_h, w.pad_top),
+            out_w: out_size(in_w, filter_w, w.stride_w, w.dilation_w, w.pad_left),
+            out_c,
+            filter_h,
+            filter_w,
+            filter_in_c: in_c,
+        }
+    }
+
+    fn conv_case(rng: &mut Rng) -> ConvCase {
+        let window = random_window(rng);
+        let in_c = rng.range(1, 13) as usize;
+        let out_c = rng.range(1, 9) as usize;
+        let d = random_dims(rng, &window, in_c, out_c);
+        let (multipliers, shifts) = random_requant(rng, out_c);
+        let (act_min, act_max) = random_act(rng);
+        ConvCase {
+            p: Conv2dS8 {
+                input: def(),
+                filter: def(),
+                bias: None,
+                output: def(),
+                window,
+                input_offset: rng.range(-127, 128) as i32,
+                output_offset: rng.range(-128, 127) as i32,
+                requant: Requant {
+                    multipliers: def(),
+                    shifts: def(),
+                },
+                act_min,
+                act_max,
+            },
+            input: rng.vec_i8(d.batches * d.in_h * d.in_w * in_c),
+            filter: rng.vec_i8(out_c * d.filter_h * d.filter_w * in_c),
+            bias: (rng.range(0, 3) > 0).then(|| {
+                (0..out_c)
+                    .map(|_| rng.range(-40_000, 40_000) as i32)
+                    .collect()
+            }),
+            d,
+            multipliers,
+            shifts,
+        }
+    }
+
+    fn conv_reference(c: &ConvCase) -> Vec<i8> {
+        let mut out = std::vec![0i8; c.d.output_elements()];
+        let bias = c.bias.as_deref();
+        conv2d_s8_reference(
+            &c.p,
+            c.d,
+            &c.input,
+            &c.filter,
+            bias,
+            &c.multipliers,
+            &c.shifts,
+            &mut out,
+        );
+        out
+    }
+
+    fn conv_dsp(c: &ConvCase) -> Vec<i8> {
+        let mut out = std::vec![0i8; c.d.output_elements()];
+        let bias = c.bias.as_deref();
+        assert!(conv2d_s8_dsp(
+            &c.p,
+            c.d,
+            &c.input,
+            &c.filter,
+            bias,
+            &c.multipliers,
+            &c.shifts,
+            &mut out
+        ));
+        out
+    }
+
+    crate::kernel_variants_match_reference!(
+        conv2d_s8_dsp_matches_reference,
+        cases = 600,
+        setup = conv_case,
+        reference = conv_reference,
+        variants = [conv_dsp]
+    );
+
+    #[derive(Debug)]
+    struct DepthwiseCase {
+        p: DepthwiseConv2dS8,
+        d: SpatialDims,
+        input: Vec<i8>,
+        filter: Vec<i8>,
+        bias: Option<Vec<i32>>,
+        multipliers: Vec<i32>,
+        shifts: Vec<i32>,
+    }
+
+    fn depthwise_case(rng: &mut Rng) -> DepthwiseCase {
+        let window = random_window(rng);
+        let channels = rng.range(1, 19) as usize;
+        let mut d = random_dims(rng, &window, channels, channels);
+        d.filter_in_c = 1;
+        let (multipliers, shifts) = random_requant(rng, channels);
+        let (act_min, act_max) = random_act(rng);
+        DepthwiseCase {
+            p: DepthwiseConv2dS8 {
+                input: def(),
+                filter: def(),
+                bias: None,
+                output: def(),
+                window,
+                depth_multiplier: 1,
+                input_offset: rng.range(-127, 128) as i32,
+                output_offset: rng.range(-128, 127) as i32,
+                requant: Requant {
+                    multipliers: def(),
+                    shifts: def(),
+                },
+                act_min,
+                act_max,
+            },
+            input: rng.vec_i8(d.batches * d.in_h * d.in_w * channels),
+            filter: rng.vec_i8(d.filter_h * d.filter_w * channels),
+            bias: (rng.range(0, 3) > 0).then(|| {
+                (0..channels)
+                    .map(|_| rng.range(-40_000, 40_000) as i32)
+                    .collect()
+            }),
+            d,
+            multipliers,
+            shifts,
+        }
+    }
+
+    fn depthwise_reference(c: &DepthwiseCase) -> Vec<i8> {
+        let mut out = std::vec![0i8; c.d.output_elements()];
+        let bias = c.bias.as_deref();
+        depthwise_conv2d_s8_reference(
+            &c.p,
+            c.d,
+            &c.input,
+            &c.filter,
+            bias,
+            &c.multipliers,
+            &c.shifts,
+            &mut out,
+        );
+        out
+    }
+
+    fn depthwise_dsp(c: &DepthwiseCase) -> Vec<i8> {
+        let mut out = std::vec![0i8; c.d.output_elements()];
+        let bias = c.bias.as_deref();
+        assert!(depthwise_conv2d_s8_dsp(
+            &c.p,
+            c.d,
+            &c.input,
+            &c.filter,
+            bias,
+            &c.multipliers,
+            &c.shifts,
+            &mut out
+        ));
+        out
+    }
+
+    crate::kernel_variants_match_reference!(
+        depthwise_conv2d_s8_dsp_matches_reference,
+        cases = 600,
+        setup = depthwise_case,
+        reference = depthwise_reference,
+        variants = [depthwise_dsp]
+    );
+
+    #[test]
+    fn declines_grouped_convolution() {
+        let mut rng = Rng(3);
+        let mut c = conv_case(&mut rng);
+        c.d.filter_in_c = c.d.in_c + 1;
+        let mut out = std::vec![0i8; c.d.output_elements()];
+        assert!(!conv2d_s8_dsp(
+            &c.p,
+            c.d,
+            &c.input,
+            &c.filter,
+            None,
+            &c.multipliers,
+            &c.shifts,
+            &mut out
+        ));
+    }
+}

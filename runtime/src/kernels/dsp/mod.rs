@@ -1,0 +1,371 @@
+//! Faster int8 kernels in the style of Cortex-M's DSP extension (SXTB16, SXTAB16, SMLAD).
+//!
+//! On `thumbv7em` (`target_feature = "dsp"`) the [`simd`] shim emits the real instructions;
+//! everywhere else it is a bit-exact Rust emulation, so the host tests hold every kernel here
+//! to its scalar reference (`kernel_variants_match_reference!`) and the device runs the same
+//! algorithm. Cores without the extension (Cortex-M0+, `thumbv6m`) keep the scalar references:
+//! the dispatch in each op's `eval` only picks these kernels where [`ENABLED`] is true.
+//!
+//! The arithmetic is integer throughout, so summation order does not matter (wrapping `i32`
+//! addition is associative): results equal the references bit for bit. Each kernel returns
+//! `false` when a shape is outside what it handles (grouped convolution, a filter window larger
+//! than its stack buffers, depth multiplier other than 1, ...) and the caller runs the reference.
+//!
+//! Techniques (the ones CMSIS-NN uses, written anew here):
+//! - read 4 int8 at a time with unaligned `u32` loads and widen them to two pairs of `i16` with
+//!   `SXTB16` / `SXTB16 ROR #8`; the input offset is added in the same instruction (`SXTAB16`),
+//!   so `x + input_offset` costs nothing;
+//! - `SMLAD` multiplies two pairs and accumulates: 2 MACs per instruction;
+//! - convolution as a GEMM over 2 output pixels x 2 output channels, so each widened input word
+//!   feeds two channels and each widened filter word two pixels; a filter window that is not
+//!   1x1 is gathered per pixel into a stack buffer (padding filled with the input zero point,
+//!   which contributes `0` after the offset is added, as TFLite's skipped taps do);
+//! - requantization of TFLite's double rounding with one 64-bit multiply-add
+//!   ([`Requantizer`]).
+
+use crate::quant::multiply_by_quantized_multiplier_single_rounding;
+
+use super::conv::{per_channel, tap, Conv2dS8, SpatialDims};
+use super::depthwise::DepthwiseConv2dS8;
+use super::fully_connected::{FcDims, FullyConnectedS8};
+
+/// Whether `eval` uses these kernels on this target: on cores with the DSP extension and on
+/// non-ARM hosts; not on ARM cores without it (Cortex-M0+/M3), which keep the references.
+pub const ENABLED: bool = cfg!(any(target_feature = "dsp", not(target_arch = "arm")));
+
+/// Largest filter window (`kh * kw * in_c`) the convolution gathers on the stack (2 pixels).
+pub const CONV_PATCH_MAX: usize = 512;
+/// Largest channel count the depthwise kernel handles (its padding row lives on the stack).
+pub const DEPTHWISE_CHANNELS_MAX: usize = 512;
+/// Largest depthwise filter window (`kh * kw`).
+pub const DEPTHWISE_TAPS_MAX: usize = 64;
+
+/// Cortex-M DSP instructions: real ones on `thumbv7em`, bit-exact emulations elsewhere.
+pub mod simd {
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    mod imp {
+        use core::arch::asm;
+
+        macro_rules! unary {
+            ($name:ident, $insn:literal) => {
+                #[inline(always)]
+                pub fn $name(x: u32) -> u32 {
+                    let r: u32;
+                    // SAFETY: a register-only instruction.
+                    unsafe {
+                        asm!($insn, r = lateout(reg) r, x = in(reg) x,
+                             options(pure, nomem, nostack, preserves_flags));
+                    }
+                    r
+                }
+            };
+        }
+        macro_rules! binary {
+            ($name:ident, $insn:literal) => {
+                #[inline(always)]
+                pub fn $name(a: u32, x: u32) -> u32 {
+                    let r: u32;
+                    // SAFETY: a register-only instruction.
+                    unsafe {
+                        asm!($insn, r = lateout(reg) r, a = in(reg) a, x = in(reg) x,
+                             options(pure, nomem, nostack, preserves_flags));
+                    }
+                    r
+                }
+            };
+        }
+        macro_rules! mac {
+            ($name:ident, $insn:literal) => {
+                #[inline(always)]
+                pub fn $name(a: u32, b: u32, acc: i32) -> i32 {
+                    let r: i32;
+                    // SAFETY: a register-only instruction (it may set the sticky Q flag, which
+                    // nothing reads).
+                    unsafe {
+                        asm!($insn, r = lateout(reg) r, a = in(reg) a, b = in(reg) b,
+                             acc = in(reg) acc, options(pure, nomem, nostack));
+                    }
+                    r
+                }
+            };
+        }
+        unary!(sxtb16, "sxtb16 {r}, {x}");
+        unary!(sxtb16_ror8, "sxtb16 {r}, {x}, ror #8");
+        binary!(sxtab16, "sxtab16 {r}, {a}, {x}");
+        binary!(sxtab16_ror8, "sxtab16 {r}, {a}, {x}, ror #8");
+        mac!(smlad, "smlad {r}, {a}, {b}, {acc}");
+        mac!(smlabb, "smlabb {r}, {a}, {b}, {acc}");
+        mac!(smlatt, "smlatt {r}, {a}, {b}, {acc}");
+    }
+
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+    mod imp {
+        #[inline(always)]
+        fn lanes(x: u32) -> (i32, i32) {
+            (x as u16 as i16 as i32, (x >> 16) as u16 as i16 as i32)
+        }
+
+        #[inline(always)]
+        fn pack(lo: i32, hi: i32) -> u32 {
+            (lo as u32 & 0xffff) | ((hi as u32) << 16)
+        }
+
+        /// Bytes 0 and 2 of `x`, sign-extended into the low and high halfwords.
+        #[inline(always)]
+        pub fn sxtb16(x: u32) -> u32 {
+            pack(x as u8 as i8 as i32, (x >> 16) as u8 as i8 as i32)
+        }
+
+        /// Bytes 1 and 3 of `x`, sign-extended into the low and high halfwords.
+        #[inline(always)]
+        pub fn sxtb16_ror8(x: u32) -> u32 {
+            sxtb16(x.rotate_right(8))
+        }
+
+        /// `a + sxtb16(x)`, halfword by halfword (each lane wraps in 16 bits).
+        #[inline(always)]
+        pub fn sxtab16(a: u32, x: u32) -> u32 {
+            let (a_lo, a_hi) = lanes(a);
+            let (x_lo, x_hi) = lanes(sxtb16(x));
+            pack(a_lo.wrapping_add(x_lo), a_hi.wrapping_add(x_hi))
+        }
+
+        #[inline(always)]
+        pub fn sxtab16_ror8(a: u32, x: u32) -> u32 {
+            sxtab16(a, x.rotate_right(8))
+        }
+
+        /// `acc + a.lo * b.lo + a.hi * b.hi` (wrapping).
+        #[inline(always)]
+        pub fn smlad(a: u32, b: u32, acc: i32) -> i32 {
+            let (a_lo, a_hi) = lanes(a);
+            let (b_lo, b_hi) = lanes(b);
+            acc.wrapping_add(a_lo * b_lo).wrapping_add(a_hi * b_hi)
+        }
+
+        /// `acc + a.lo * b.lo` (wrapping).
+        #[inline(always)]
+        pub fn smlabb(a: u32, b: u32, acc: i32) -> i32 {
+            acc.wrapping_add(lanes(a).0 * lanes(b).0)
+        }
+
+        /// `acc + a.hi * b.hi` (wrapping).
+        #[inline(always)]
+        pub fn smlatt(a: u32, b: u32, acc: i32) -> i32 {
+            acc.wrapping_add(lanes(a).1 * lanes(b).1)
+        }
+    }
+
+    pub use imp::*;
+
+    /// Two copies of `v` as halfwords, the second operand of `SXTAB16` for an offset.
+    #[inline(always)]
+    pub fn splat16(v: i32) -> u32 {
+        (v as u32 & 0xffff) | ((v as u32) << 16)
+    }
+
+    /// Four bytes at `p`, any alignment.
+    ///
+    /// # Safety
+    /// `p..p + 4` must be readable.
+    #[inline(always)]
+    pub unsafe fn read_u32(p: *const i8) -> u32 {
+        // SAFETY: the caller guarantees 4 readable bytes; `read_unaligned` needs no alignment.
+        unsafe { core::ptr::read_unaligned(p as *const u32) }
+    }
+}
+
+/// TFLite's `MultiplyByQuantizedMultiplier` (double rounding) for one channel, with the shift
+/// split once into its left and right parts.
+///
+/// `SaturatingRoundingDoublingHighMul(a, m)` is `(a * m + 2^30) >> 31` (arithmetic shift) for
+/// every `a, m` except `a = m = i32::MIN`: for a negative product the reference's nudge
+/// `1 - 2^30` and truncating division give the same floor. [`Requantizer::new`] refuses
+/// `m = i32::MIN`, so the saturating case never arises.
+#[derive(Debug, Clone, Copy)]
+pub struct Requantizer {
+    multiplier: i32,
+    left_shift: u32,
+    right_shift: u32,
+    /// `(1 << right_shift) - 1`.
+    mask: i32,
+}
+
+impl Requantizer {
+    /// `None` when the multiplier is `i32::MIN` or the shift is outside TFLite's `-31..=30`.
+    #[inline(always)]
+    pub fn new(multiplier: i32, shift: i32) -> Option<Self> {
+        if multiplier == i32::MIN || !(-31..=30).contains(&shift) {
+            return None;
+        }
+        let left_shift = shift.max(0) as u32;
+        let right_shift = (-shift).max(0) as u32;
+        Some(Requantizer {
+            multiplier,
+            left_shift,
+            right_shift,
+            mask: ((1u64 << right_shift) - 1) as i32,
+        })
+    }
+
+    /// Equals `multiply_by_quantized_multiplier(acc, multiplier, shift)`.
+    #[inline(always)]
+    pub fn apply(self, acc: i32) -> i32 {
+        let x = acc.wrapping_shl(self.left_shift);
+        let high = ((x as i64 * self.multiplier as i64 + (1 << 30)) >> 31) as i32;
+        // RoundingDivideByPOT: round half away from zero.
+        let remainder = high & self.mask;
+        let threshold = (self.mask >> 1) + ((high >> 31) & 1);
+        (high >> self.right_shift) + (remainder > threshold) as i32
+    }
+}
+
+/// Every per-channel requantizer valid (`None` otherwise).
+fn requantizers_ok(multipliers: &[i32], shifts: &[i32]) -> bool {
+    multipliers.len() == shifts.len()
+        && multipliers
+            .iter()
+            .zip(shifts)
+            .all(|(&m, &s)| Requantizer::new(m, s).is_some())
+}
+
+#[inline(always)]
+fn requantizer(multipliers: &[i32], shifts: &[i32], c: usize) -> Requantizer {
+    // Checked by `requantizers_ok` before any kernel loop runs.
+    Requantizer::new(per_channel(multipliers, c), per_channel(shifts, c)).unwrap_or(Requantizer {
+        multiplier: 0,
+        left_shift: 0,
+        right_shift: 0,
+        mask: 0,
+    })
+}
+
+/// Output channels whose bias and requantizer are prepared at once (a stack array), so the
+/// per-output work is one inline requantization.
+const CHANNEL_CHUNK: usize = 64;
+
+/// Bias and requantizer of each channel in `start..start + CHANNEL_CHUNK` (clipped to `channels`).
+fn channel_params(
+    bias: Option<&[i32]>,
+    multipliers: &[i32],
+    shifts: &[i32],
+    start: usize,
+    channels: usize,
+) -> [(i32, Requantizer); CHANNEL_CHUNK] {
+    let mut params = [(0, requantizer(multipliers, shifts, 0)); CHANNEL_CHUNK];
+    for (i, slot) in params
+        .iter_mut()
+        .enumerate()
+        .take(channels.saturating_sub(start))
+    {
+        let c = start + i;
+        *slot = (
+            bias.map_or(0, |b| b[c]),
+            requantizer(multipliers, shifts, c),
+        );
+    }
+    params
+}
+
+#[inline(always)]
+fn finish(acc: i32, r: Requantizer, output_offset: i32, act_min: i32, act_max: i32) -> i8 {
+    r.apply(acc)
+        .wrapping_add(output_offset)
+        .clamp(act_min, act_max) as i8
+}
+
+mod conv;
+mod fc;
+
+pub use conv::{conv2d_s8_dsp, depthwise_conv2d_s8_dsp};
+pub use fc::fully_connected_s8_dsp;
+
+#[cfg(test)]
+pub(crate) mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::kernels::testing::Rng;
+    use crate::quant::{multiply_by_quantized_multiplier, quantize_multiplier};
+    use crate::tensor::{DType, Location, Shape, TensorDef};
+
+    pub(super) fn def() -> TensorDef {
+        TensorDef {
+            dtype: DType::I8,
+            shape: Shape::new(&[1]).unwrap(),
+            location: Location::Arena(0),
+            quant: None,
+        }
+    }
+
+    #[test]
+    fn simd_emulation_matches_instruction_semantics() {
+        use simd::*;
+        assert_eq!(sxtb16(0x80_7f_01_ff), 0x007f_ffff);
+        assert_eq!(sxtb16_ror8(0x80_7f_01_ff), 0xff80_0001);
+        assert_eq!(sxtab16(splat16(128), 0x80_00_7f_80), 0x0080_0000);
+        assert_eq!(sxtab16_ror8(splat16(-1), 0x7f_00_80_00), 0x007e_ff7f);
+        assert_eq!(smlad(splat16(-3), splat16(5), 100), 70);
+        assert_eq!(smlabb(0x0002_0003, 0x0004_fffe, 1), -5);
+        assert_eq!(smlatt(0x0002_0003, 0xfffc_0005, 1), -7);
+    }
+
+    #[test]
+    fn requantizer_matches_double_rounding() {
+        let mut rng = Rng(11);
+        let edges = [
+            i32::MIN,
+            i32::MIN + 1,
+            -1,
+            0,
+            1,
+            i32::MAX,
+            1 << 30,
+            -(1 << 30),
+        ];
+        for i in 0..200_000 {
+            let acc = if i % 7 == 0 {
+                edges[i % edges.len()]
+            } else {
+                rng.next_u64() as i32 >> rng.range(0, 31)
+            };
+            let multiplier = if i % 11 == 0 {
+                edges[(i / 11) % edges.len()].max(i32::MIN + 1)
+            } else {
+                rng.next_u64() as i32
+            };
+            let shift = rng.range(-31, 30) as i32;
+            let r = Requantizer::new(multiplier, shift).unwrap();
+            assert_eq!(
+                r.apply(acc),
+                multiply_by_quantized_multiplier(acc, multiplier, shift),
+                "acc {acc} multiplier {multiplier} shift {shift}"
+            );
+        }
+        assert!(Requantizer::new(i32::MIN, 0).is_none());
+        assert!(Requantizer::new(1 << 30, 31).is_none());
+    }
+
+    /// Requantization arrays: one entry or one per channel, realistic scales and some extremes.
+    pub(super) fn random_requant(rng: &mut Rng, channels: usize) -> (Vec<i32>, Vec<i32>) {
+        let n = if rng.range(0, 3) == 0 { 1 } else { channels };
+        (0..n)
+            .map(|_| match rng.range(0, 9) {
+                0 => (
+                    (rng.next_u64() as i32 & i32::MAX) | 1 << 30,
+                    rng.range(-31, 30) as i32,
+                ),
+                _ => quantize_multiplier(rng.f32(0.0001, 3.0) as f64),
+            })
+            .unzip()
+    }
+
+    pub(super) fn random_act(rng: &mut Rng) -> (i32, i32) {
+        match rng.range(0, 2) {
+            0 => (-128, 127),
+            1 => (rng.range(-128, 0) as i32, 127),
+            _ => (rng.range(-128, 0) as i32, rng.range(1, 127) as i32),
+        }
+    }
+}
