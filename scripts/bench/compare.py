@@ -6,15 +6,22 @@ For every model in ../shared/models (or --models DIR) this measures, in rounds:
   litert-xnnpack     ai-edge-litert, default resolver (XNNPACK delegate), num_threads=1
   litert-optimized   ai-edge-litert BUILTIN_WITHOUT_DEFAULT_DELEGATES (optimized kernels)
   litert-reference   ai-edge-litert BUILTIN_REF (reference kernels: what ember is bit-exact with)
-  onnxruntime        only when `onnxruntime` and `tflite2onnx` import and the model converts
-  tract              only when a `tract` binary is on PATH (building it takes far too long here)
+  onnxruntime        ONNX Runtime (CPU provider, intra_op_num_threads=1) on an ONNX QDQ model made
+                     from the .tflite by tflite_to_onnx_qdq.py; ORT fuses it into QLinearConv/QGemm
+  tract              tract's Python bindings (prebuilt wheel) on the same ONNX model
+
+Before timing, the ONNX engines' outputs are compared with LiteRT's reference kernels on --check
+random inputs (they are not bit-exact: the report gives the largest difference in output steps and
+how often the top-1 class agrees). The Python packages are pinned in requirements.txt beside this
+script and installed with pip first (skip with --no-install).
 
 Each round takes --runs timed inferences after --warmup untimed ones and records p10 and p50;
 the report gives, per engine, the best p10 and best p50 over the rounds (the machine is shared and
 noisy: the best round is the least disturbed one) and the ratio to ember's best p10.
 LiteRT is timed from Python around `invoke()`, which adds about a microsecond of call overhead.
 
-Usage: scripts/bench/compare.py [--rounds 5] [--runs 300] [--json out.json] [--no-build]
+Usage: scripts/bench/compare.py [--rounds 5] [--runs 300] [--check 50] [--json out.json] [--no-build]
+                               [--no-install] [--only kws_ref_model,ad01_int8]
 """
 
 import argparse
@@ -27,7 +34,8 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
 def percentile(sorted_times, p):
@@ -72,23 +80,92 @@ def litert_timer(path, resolver):
     return interp.invoke
 
 
-def onnx_timer(path, workdir):
-    import numpy as np
-    import onnxruntime as ort
-    import tflite2onnx
+def install_requirements():
+    """Installs the pinned peer packages (a no-op when they are already there)."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "-r", os.path.join(HERE, "requirements.txt")],
+        check=True,
+    )
+
+
+def onnx_model(path, workdir):
+    sys.path.insert(0, HERE)
+    import tflite_to_onnx_qdq
 
     onnx_path = os.path.join(workdir, os.path.basename(path) + ".onnx")
-    tflite2onnx.convert(path, onnx_path)
+    return tflite_to_onnx_qdq.convert(path, onnx_path)
+
+
+def zeros_like_inputs(path):
+    from ai_edge_litert.interpreter import Interpreter
+    import numpy as np
+
+    interp = Interpreter(model_path=path)
+    return [np.zeros(d["shape"], dtype=d["dtype"]) for d in interp.get_input_details()]
+
+
+def onnx_runner(onnx_path):
+    """A function running ONNX Runtime on a list of input arrays (one thread, QDQ fusion on)."""
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
-    types = {"tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(float)": np.float32}
-    feeds = {
-        i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtype=types[i.type])
-        for i in sess.get_inputs()
-    }
-    return lambda: sess.run(None, feeds)
+    names = [i.name for i in sess.get_inputs()]
+    return lambda xs: sess.run(None, dict(zip(names, xs)))[0]
+
+
+def onnx_timer(onnx_path, inputs):
+    """Times ORT through an IO binding, which keeps Python's per-call overhead small."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+    binding = sess.io_binding()
+    for i, x in zip(sess.get_inputs(), inputs):
+        binding.bind_cpu_input(i.name, x)
+    for o in sess.get_outputs():
+        binding.bind_output(o.name)
+    return lambda: sess.run_with_iobinding(binding)
+
+
+def tract_runner(onnx_path):
+    import tract
+
+    runnable = tract.onnx().load(onnx_path).into_model().into_runnable()
+    return lambda xs: runnable.run(list(xs))[0].to_numpy()
+
+
+def agreement(path, run, checks):
+    """Largest |difference| in output steps against LiteRT's reference kernels, and top-1 agreement."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    import numpy as np
+
+    ref = Interpreter(model_path=path, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    ref.allocate_tensors()
+    rng = np.random.default_rng(1)
+    worst, same_top1 = 0.0, 0
+    for _ in range(checks):
+        xs = []
+        for d in ref.get_input_details():
+            if d["dtype"] == np.float32:
+                x = rng.standard_normal(d["shape"]).astype(np.float32)
+            else:
+                info = np.iinfo(d["dtype"])
+                x = rng.integers(info.min, info.max + 1, d["shape"]).astype(d["dtype"])
+            ref.set_tensor(d["index"], x)
+            xs.append(x)
+        ref.invoke()
+        expected = ref.get_tensor(ref.get_output_details()[0]["index"]).astype(np.float64)
+        got = np.asarray(run(xs)).astype(np.float64).reshape(expected.shape)
+        worst = max(worst, float(np.abs(got - expected).max()))
+        same_top1 += int(np.argmax(got) == np.argmax(expected))
+    return {"max_abs_diff": worst, "top1_agree": f"{same_top1}/{checks}"}
 
 
 def time_callable(fn, runs, warmup):
@@ -110,27 +187,24 @@ def main():
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--json", default="bench-compare.json")
+    ap.add_argument("--check", type=int, default=50, help="random inputs for the ONNX engines' agreement check")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--no-install", action="store_true", help="do not pip-install requirements.txt")
+    ap.add_argument("--only", default="", help="comma-separated model names (default: all)")
     args = ap.parse_args()
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     exe = ember_binary(args.no_build)
     workdir = tempfile.mkdtemp(prefix="ember-compare-")
     notes = []
-    try:
-        import onnxruntime  # noqa: F401
-        import tflite2onnx  # noqa: F401
-
-        have_ort = True
-    except ImportError as e:
-        have_ort = False
-        notes.append(f"onnxruntime skipped: {e} (pip install onnxruntime tflite2onnx)")
-    if shutil.which("tract") is None:
-        notes.append("tract skipped: no `tract` binary on PATH (`cargo install tract` takes far longer than a few minutes on this machine)")
-
+    if not args.no_install:
+        install_requirements()
     results = {}
+    only = [m for m in args.only.split(",") if m]
     for model in sorted(glob.glob(os.path.join(args.models, "*.tflite"))):
         name = os.path.splitext(os.path.basename(model))[0]
+        if only and name not in only:
+            continue
         emb = os.path.join(workdir, name + ".emb")
         subprocess.run([exe, "convert", model, "-o", emb], check=True, capture_output=True)
         engines = {"ember": lambda: time_ember(exe, emb, args.runs, args.warmup)}
@@ -140,12 +214,23 @@ def main():
                 engines[f"litert-{resolver}"] = lambda fn=fn: time_callable(fn, args.runs, args.warmup)
             except Exception as e:  # a resolver that cannot run the model is reported, not fatal
                 notes.append(f"{name}: litert-{resolver} failed: {e}")
-        if have_ort:
-            try:
-                fn = onnx_timer(model, workdir)
-                engines["onnxruntime"] = lambda fn=fn: time_callable(fn, args.runs, args.warmup)
-            except Exception as e:
-                notes.append(f"{name}: onnxruntime skipped: {type(e).__name__}: {e}")
+        try:
+            onnx_path = onnx_model(model, workdir)
+        except Exception as e:
+            onnx_path = None
+            notes.append(f"{name}: no ONNX model: {type(e).__name__}: {e}")
+        checks = {}
+        if onnx_path:
+            inputs = zeros_like_inputs(model)
+            peers = {"onnxruntime": (onnx_runner, lambda p: onnx_timer(p, inputs)),
+                     "tract": (tract_runner, lambda p: (lambda r: lambda: r(inputs))(tract_runner(p)))}
+            for engine, (runner, timer) in peers.items():
+                try:
+                    checks[engine] = agreement(model, runner(onnx_path), args.check)
+                    fn = timer(onnx_path)
+                    engines[engine] = lambda fn=fn: time_callable(fn, args.runs, args.warmup)
+                except Exception as e:
+                    notes.append(f"{name}: {engine} failed: {type(e).__name__}: {str(e)[:300]}")
         best = {k: [float("inf"), float("inf")] for k in engines}
         # Interleave engines within each round so drift in machine load hits all of them alike.
         for _ in range(args.rounds):
@@ -154,6 +239,9 @@ def main():
                 best[engine][0] = min(best[engine][0], p10)
                 best[engine][1] = min(best[engine][1], p50)
         results[name] = {k: {"best_p10_us": v[0], "best_p50_us": v[1]} for k, v in best.items()}
+        for engine, check in checks.items():
+            if engine in results[name]:
+                results[name][engine]["vs_litert_reference"] = check
 
     print(f"one thread; best over {args.rounds} rounds of {args.runs} runs; ratio = engine p10 / ember p10")
     print(f"{'model':<28} {'engine':<18} {'best p10 us':>12} {'best p50 us':>12} {'ratio':>7}")
@@ -166,6 +254,12 @@ def main():
         if peers:
             engines["ember"]["vs_fastest_peer"] = ember_p10 / min(peers)
             print(f"{name:<28} {'ember/fastest':<18} {'':>12} {'':>12} {ember_p10 / min(peers):>7.2f}")
+    for name, engines in results.items():
+        for engine, r in engines.items():
+            if "vs_litert_reference" in r:
+                c = r["vs_litert_reference"]
+                print(f"check: {name} {engine} vs litert-reference on {args.check} random inputs: "
+                      f"max |diff| {c['max_abs_diff']:g} output steps, top-1 agrees {c['top1_agree']}")
     for note in notes:
         print("note:", note)
     with open(args.json, "w") as f:

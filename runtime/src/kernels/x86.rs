@@ -163,53 +163,117 @@ unsafe fn hsum8_avx2(acc: &[__m256i; 8]) -> __m256i {
     )
 }
 
-/// Dot products of `patch[..k]` with 8 consecutive filter rows starting at `row0`
-/// (`(w + filter_offset) * x` summed in int32); lane `r` is row `row0 + r`.
-///
-/// Safety: AVX2; `patch.len() >= k`, `filter.len() >= (row0 + 8) * k`.
+/// Pixels per register block of the AVX2 convolution (each loaded weight vector is used this
+/// many times).
+const CONV_PIXELS: usize = 3;
+/// Output channels per register block of the AVX2 convolution (3 x 4 accumulators plus 4
+/// weight vectors fill the 16 ymm registers).
+const CONV_ROWS: usize = 4;
+/// Output channels whose accumulators are buffered before requantization.
+const CONV_CHUNK: usize = 256;
+
+/// Rounds a patch length up to whole 16-lane steps; the patch buffers are zero past the patch,
+/// so the extra filter bytes read there add nothing.
 #[inline(always)]
-unsafe fn dot8_avx2(patch: &[i16], filter: &[i8], k: usize, row0: usize, fo: i16) -> __m256i {
-    let mut acc = [_mm256_setzero_si256(); 8];
-    let fo16 = _mm256_set1_epi16(fo);
-    let k16 = k & !15;
-    let px = patch.as_ptr();
-    let fp = filter.as_ptr().add(row0 * k);
+fn padded_len(k: usize) -> usize {
+    (k + 15) & !15
+}
+
+/// Filter rows the SIMD loops may read `kp` bytes from: rows near the end of the filter slice
+/// would read past it, so those are copied into `spare` (zero padded) once per call.
+struct FilterRows<'a> {
+    filter: &'a [i8],
+    k: usize,
+    kp: usize,
+    /// Rows `0..direct` are read in place.
+    direct: usize,
+    spare: [i8; MAX_PATCH],
+}
+
+impl<'a> FilterRows<'a> {
+    /// `filter.len() >= rows * k`, `k <= MAX_PATCH` (checked by the callers' `*_ok`).
+    fn new(filter: &'a [i8], rows: usize, k: usize) -> Self {
+        let kp = padded_len(k);
+        let direct = if filter.len() >= kp {
+            ((filter.len() - kp) / k + 1).min(rows)
+        } else {
+            0
+        };
+        let mut spare = [0i8; MAX_PATCH];
+        // At most one row when k >= 16 (kp < 2k), at most 16 rows of 16 bytes below that.
+        for (r, dst) in (direct..rows).zip(spare.chunks_exact_mut(kp)) {
+            dst[..k].copy_from_slice(&filter[r * k..r * k + k]);
+        }
+        FilterRows {
+            filter,
+            k,
+            kp,
+            direct,
+            spare,
+        }
+    }
+
+    /// Start of row `r`, readable for `kp` bytes.
+    #[inline(always)]
+    fn row(&self, r: usize) -> *const i8 {
+        if r < self.direct {
+            self.filter[r * self.k..].as_ptr()
+        } else {
+            self.spare[(r - self.direct) * self.kp..].as_ptr()
+        }
+    }
+}
+
+/// int32 dot products of `P` patches (`patches + px * stride`, int16, zero past the patch)
+/// with `R` filter rows (int8, plus `fo` when `OFFSET`), over `kp` (a multiple of 16) lanes.
+/// Result `[px][r]` holds 8 partial sums to add up.
+///
+/// Safety: AVX2; every patch readable for `kp` int16, every row for `kp` bytes.
+#[inline(always)]
+unsafe fn dot_block_avx2<const P: usize, const R: usize, const OFFSET: bool>(
+    patches: *const i16,
+    stride: usize,
+    rows: [*const i8; R],
+    kp: usize,
+    fo: __m256i,
+) -> [[__m256i; R]; P] {
+    let mut acc = [[_mm256_setzero_si256(); R]; P];
     let mut i = 0;
-    while i < k16 {
-        let x = _mm256_loadu_si256(px.add(i) as *const __m256i);
-        for (r, a) in acc.iter_mut().enumerate() {
-            let w8 = _mm_loadu_si128(fp.add(r * k + i) as *const __m128i);
-            let w = _mm256_add_epi16(_mm256_cvtepi8_epi16(w8), fo16);
-            *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, w));
+    while i < kp {
+        let mut w = [_mm256_setzero_si256(); R];
+        for (wr, row) in w.iter_mut().zip(rows) {
+            *wr = _mm256_cvtepi8_epi16(_mm_loadu_si128(row.add(i) as *const __m128i));
+            if OFFSET {
+                *wr = _mm256_add_epi16(*wr, fo);
+            }
+        }
+        for (px, acc_px) in acc.iter_mut().enumerate() {
+            let x = _mm256_loadu_si256(patches.add(px * stride + i) as *const __m256i);
+            for (a, &wr) in acc_px.iter_mut().zip(&w) {
+                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, wr));
+            }
         }
         i += 16;
     }
-    if k - k16 >= 8 {
-        // One half-width step: the upper 8 lanes of both operands are zero.
-        let x = _mm256_inserti128_si256(
-            _mm256_setzero_si256(),
-            _mm_loadu_si128(px.add(i) as *const __m128i),
-            0,
-        );
-        for (r, a) in acc.iter_mut().enumerate() {
-            let w8 = _mm_loadl_epi64(fp.add(r * k + i) as *const __m128i);
-            let w = _mm256_add_epi16(_mm256_cvtepi8_epi16(w8), fo16);
-            *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, w));
-        }
-        i += 8;
-    }
-    let mut sums = hsum8_avx2(&acc);
-    if i < k {
-        let mut tail = [0i32; 8];
-        for (r, t) in tail.iter_mut().enumerate() {
-            let row = &filter[(row0 + r) * k..(row0 + r + 1) * k];
-            for j in i..k {
-                *t = t.wrapping_add(patch[j] as i32 * (row[j] as i32 + fo as i32));
-            }
-        }
-        sums = _mm256_add_epi32(sums, _mm256_loadu_si256(tail.as_ptr() as *const __m256i));
-    }
-    sums
+    acc
+}
+
+/// Sums each of 4 vectors across its lanes: lane `r` of the result is the sum of `acc[r]`.
+#[inline(always)]
+unsafe fn hsum4_avx2(acc: &[__m256i; 4]) -> __m128i {
+    let h01 = _mm256_hadd_epi32(acc[0], acc[1]);
+    let h23 = _mm256_hadd_epi32(acc[2], acc[3]);
+    let q = _mm256_hadd_epi32(h01, h23);
+    _mm_add_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1))
+}
+
+/// Sum of the 8 lanes of `v`.
+#[inline(always)]
+unsafe fn hsum1_avx2(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
 }
 
 /// Scalar dot product for leftover rows.
@@ -304,41 +368,85 @@ unsafe fn conv2d_s8_avx2(
     output: &mut [i8],
     k: usize,
 ) {
-    let mut patch = [0i16; MAX_PATCH];
-    let oc8 = d.out_c & !7;
+    let kp = padded_len(k);
+    // CONV_PIXELS im2col rows, zero past `k` (gather_patch writes exactly `k` values).
+    let mut patches = [0i16; CONV_PIXELS * MAX_PATCH];
+    let mut sums = [[0i32; CONV_CHUNK]; CONV_PIXELS];
+    let rows = FilterRows::new(ops.filter, d.out_c, k);
     let out_offset = _mm256_set1_epi32(p.output_offset);
     let lo = _mm256_set1_epi32(p.act_min);
     let hi = _mm256_set1_epi32(p.act_max);
-    for b in 0..d.batches {
-        for out_y in 0..d.out_h {
-            for out_x in 0..d.out_w {
-                gather_patch(p, d, ops.input, b, out_y, out_x, &mut patch);
-                let patch = &patch[..k];
-                let out_at = d.output_index(b, out_y, out_x, 0);
-                let out_pixel = &mut output[out_at..out_at + d.out_c];
-                let mut oc = 0;
-                while oc < oc8 {
-                    let acc = dot8_avx2(patch, ops.filter, k, oc, 0);
-                    let v = finish8_avx2(acc, ops, oc, out_offset, lo, hi);
-                    store8_avx2(&mut out_pixel[oc..], v);
-                    oc += 8;
+    let unused = _mm256_setzero_si256();
+    let pixels = d.batches * d.out_h * d.out_w;
+    let mut first = 0;
+    while first < pixels {
+        let count = CONV_PIXELS.min(pixels - first);
+        for px in 0..count {
+            let n = first + px;
+            let (b, out_y, out_x) = (n / (d.out_h * d.out_w), (n / d.out_w) % d.out_h, n % d.out_w);
+            let dst = &mut patches[px * kp..px * kp + k];
+            gather_patch(p, d, ops.input, b, out_y, out_x, dst);
+        }
+        let mut chunk = 0;
+        while chunk < d.out_c {
+            let chunk_end = (chunk + CONV_CHUNK).min(d.out_c);
+            let mut oc = chunk;
+            while oc + CONV_ROWS <= chunk_end {
+                let acc = dot_block_avx2::<CONV_PIXELS, CONV_ROWS, false>(
+                    patches.as_ptr(),
+                    kp,
+                    core::array::from_fn(|r| rows.row(oc + r)),
+                    kp,
+                    unused,
+                );
+                for (px, acc_px) in acc.iter().enumerate() {
+                    let dst = &mut sums[px][oc - chunk..oc - chunk + CONV_ROWS];
+                    _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, hsum4_avx2(acc_px));
                 }
-                for (oc, out) in out_pixel.iter_mut().enumerate().skip(oc8) {
-                    let mut acc = dot_scalar(patch, &ops.filter[oc * k..(oc + 1) * k], 0);
+                oc += CONV_ROWS;
+            }
+            while oc < chunk_end {
+                let acc = dot_block_avx2::<CONV_PIXELS, 1, false>(
+                    patches.as_ptr(),
+                    kp,
+                    [rows.row(oc)],
+                    kp,
+                    unused,
+                );
+                for (px, acc_px) in acc.iter().enumerate() {
+                    sums[px][oc - chunk] = hsum1_avx2(acc_px[0]);
+                }
+                oc += 1;
+            }
+            for (px, pixel_sums) in sums.iter().enumerate().take(count) {
+                let out_at = (first + px) * d.out_c;
+                let out_pixel = &mut output[out_at..out_at + d.out_c];
+                let mut c = chunk;
+                while c + 8 <= chunk_end {
+                    let lanes = &pixel_sums[c - chunk..c - chunk + 8];
+                    let acc = _mm256_loadu_si256(lanes.as_ptr() as *const __m256i);
+                    let v = finish8_avx2(acc, ops, c, out_offset, lo, hi);
+                    store8_avx2(&mut out_pixel[c..], v);
+                    c += 8;
+                }
+                for c in c..chunk_end {
+                    let mut acc = pixel_sums[c - chunk];
                     if let Some(bias) = ops.bias {
-                        acc = acc.wrapping_add(bias[oc]);
+                        acc = acc.wrapping_add(bias[c]);
                     }
-                    *out = requant_conv_scalar(
+                    out_pixel[c] = requant_conv_scalar(
                         acc,
-                        per_channel(ops.multipliers, oc),
-                        per_channel(ops.shifts, oc),
+                        per_channel(ops.multipliers, c),
+                        per_channel(ops.shifts, c),
                         p.output_offset,
                         p.act_min,
                         p.act_max,
                     );
                 }
             }
+            chunk = chunk_end;
         }
+        first += count;
     }
 }
 
@@ -466,6 +574,9 @@ unsafe fn depthwise_s8_avx2(
     }
 }
 
+/// Output rows per register block of the AVX2 fully connected kernel.
+const FC_ROWS: usize = 8;
+
 #[target_feature(enable = "avx2")]
 unsafe fn fully_connected_s8_avx2(
     p: &FullyConnectedS8,
@@ -474,31 +585,77 @@ unsafe fn fully_connected_s8_avx2(
     output: &mut [i8],
 ) {
     let k = dims.accum_depth;
+    let kp = padded_len(k);
     let mut patch = [0i16; MAX_PATCH];
-    let o8 = dims.output_depth & !7;
-    let fo = p.filter_offset as i16;
+    let rows = FilterRows::new(ops.filter, dims.output_depth, k);
+    let fo = _mm256_set1_epi16(p.filter_offset as i16);
+    let out_offset = _mm256_set1_epi32(p.output_offset);
+    let lo = _mm256_set1_epi32(p.act_min);
+    let hi = _mm256_set1_epi32(p.act_max);
     for b in 0..dims.batches {
         let row = &ops.input[b * k..(b + 1) * k];
         for (v, &x) in patch.iter_mut().zip(row) {
             *v = x as i16 + p.input_offset as i16;
         }
-        let patch = &patch[..k];
         let out_row = &mut output[b * dims.output_depth..(b + 1) * dims.output_depth];
-        let mut acc = [0i32; 8];
         let mut oc = 0;
-        while oc < o8 {
-            let sums = dot8_avx2(patch, ops.filter, k, oc, fo);
-            _mm256_storeu_si256(acc.as_mut_ptr() as *mut __m256i, sums);
-            for (r, &a) in acc.iter().enumerate() {
-                out_row[oc + r] = fc_finish(p, ops, oc + r, a);
+        while oc + FC_ROWS <= dims.output_depth {
+            let block: [*const i8; FC_ROWS] = core::array::from_fn(|r| rows.row(oc + r));
+            let [acc] = if p.filter_offset == 0 {
+                dot_block_avx2::<1, FC_ROWS, false>(patch.as_ptr(), 0, block, kp, fo)
+            } else {
+                dot_block_avx2::<1, FC_ROWS, true>(patch.as_ptr(), 0, block, kp, fo)
+            };
+            let mut sums = hsum8_avx2(&acc);
+            if let Some(bias) = ops.bias {
+                sums = _mm256_add_epi32(sums, channel_vec_avx2(&bias[oc..oc + 8], 0));
             }
-            oc += 8;
+            let v = requant_single_avx2(
+                sums,
+                channel_vec_avx2(ops.multipliers, oc),
+                channel_vec_avx2(ops.shifts, oc),
+            );
+            let v = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(v, out_offset), lo), hi);
+            store8_avx2(&mut out_row[oc..], v);
+            oc += FC_ROWS;
         }
-        for oc in o8..dims.output_depth {
-            let a = dot_scalar(patch, &ops.filter[oc * k..(oc + 1) * k], p.filter_offset);
-            out_row[oc] = fc_finish(p, ops, oc, a);
+        for oc in oc..dims.output_depth {
+            let [acc] = if p.filter_offset == 0 {
+                dot_block_avx2::<1, 1, false>(patch.as_ptr(), 0, [rows.row(oc)], kp, fo)
+            } else {
+                dot_block_avx2::<1, 1, true>(patch.as_ptr(), 0, [rows.row(oc)], kp, fo)
+            };
+            out_row[oc] = fc_finish(p, ops, oc, hsum1_avx2(acc[0]));
         }
     }
+}
+
+/// Arithmetic right shift of 4 int64 lanes by per-lane counts in `0..64` (AVX2 has only the
+/// logical one): shifting the one's complement of a negative value and complementing back
+/// rounds toward minus infinity, as `>>` on `i64` does.
+#[inline(always)]
+unsafe fn srav_epi64_avx2(v: __m256i, count: __m256i) -> __m256i {
+    let negative = _mm256_cmpgt_epi64(_mm256_setzero_si256(), v);
+    _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(v, negative), count), negative)
+}
+
+/// TFLite's single-rounding `MultiplyByQuantizedMultiplier` on 8 lanes:
+/// `(acc * mult + 2^(t-1)) >> t` in int64 with `t = 31 - shift` (1..=62), truncated to int32.
+#[inline(always)]
+unsafe fn requant_single_avx2(acc: __m256i, mult: __m256i, shift: __m256i) -> __m256i {
+    let one = _mm256_set1_epi64x(1);
+    let total = _mm256_sub_epi32(_mm256_set1_epi32(31), shift);
+    let low32 = _mm256_set1_epi64x(0xFFFF_FFFF);
+    // Even lanes use the low half of each 64-bit slot, odd lanes the high half.
+    let t_even = _mm256_and_si256(total, low32);
+    let t_odd = _mm256_srli_epi64(total, 32);
+    let p_even = _mm256_mul_epi32(acc, mult);
+    let p_odd = _mm256_mul_epi32(_mm256_srli_epi64(acc, 32), _mm256_srli_epi64(mult, 32));
+    let round_even = _mm256_sllv_epi64(one, _mm256_sub_epi64(t_even, one));
+    let round_odd = _mm256_sllv_epi64(one, _mm256_sub_epi64(t_odd, one));
+    let r_even = srav_epi64_avx2(_mm256_add_epi64(p_even, round_even), t_even);
+    let r_odd = srav_epi64_avx2(_mm256_add_epi64(p_odd, round_odd), t_odd);
+    _mm256_blend_epi32(r_even, _mm256_slli_epi64(r_odd, 32), 0b1010_1010)
 }
 
 /// FC bias, single-rounding requantization, offset and clamp (as the reference).
@@ -518,7 +675,7 @@ fn fc_finish(p: &FullyConnectedS8, ops: &S8Operands<'_>, oc: usize, mut acc: i32
 // ---------------------------------------------------------------------------------------------
 // SSE4.1
 
-/// Like [`dot8_avx2`] with 4 rows and 8-wide steps; returns the 4 sums.
+/// Dot products of `patch[..k]` with 4 filter rows from `row0` (`w + fo`), 8-wide steps.
 ///
 /// Safety: SSE4.1; `patch.len() >= k`, `filter.len() >= (row0 + 4) * k`.
 #[inline(always)]
@@ -771,6 +928,50 @@ mod tests {
         reference = fc_reference,
         variants = [|c| run_fc(c, Isa::Avx2), |c| run_fc(c, Isa::Sse41)]
     );
+
+    #[test]
+    fn avx2_single_rounding_matches_scalar() {
+        if !supported(Isa::Avx2) {
+            return;
+        }
+        let mut rng = crate::kernels::testing::Rng(11);
+        let special = [0, 1, -1, i32::MIN, i32::MAX, 1 << 30, -(1 << 30), 777];
+        for round in 0..20_000 {
+            let mut acc = [0i32; 8];
+            let mut mult = [0i32; 8];
+            let mut shift = [0i32; 8];
+            for l in 0..8 {
+                acc[l] = if round % 3 == 0 {
+                    special[rng.range(0, 7) as usize]
+                } else {
+                    rng.next_u64() as i32
+                };
+                mult[l] = if round % 5 == 0 {
+                    special[rng.range(0, 7) as usize]
+                } else {
+                    rng.next_u64() as i32
+                };
+                shift[l] = rng.range(-31, 30) as i32;
+            }
+            let mut got = [0i32; 8];
+            // SAFETY: AVX2 checked above; arrays hold 8 lanes.
+            unsafe {
+                let load = |a: &[i32; 8]| _mm256_loadu_si256(a.as_ptr() as *const __m256i);
+                let v = requant_single_avx2(load(&acc), load(&mult), load(&shift));
+                _mm256_storeu_si256(got.as_mut_ptr() as *mut __m256i, v);
+            }
+            for l in 0..8 {
+                assert_eq!(
+                    got[l],
+                    multiply_by_quantized_multiplier_single_rounding(acc[l], mult[l], shift[l]),
+                    "acc {} mult {} shift {}",
+                    acc[l],
+                    mult[l],
+                    shift[l]
+                );
+            }
+        }
+    }
 
     #[test]
     fn avx2_requant_matches_scalar_on_edge_values() {
