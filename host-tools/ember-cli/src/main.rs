@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod convert;
 mod device;
+mod host_stream;
 mod inspect;
 mod run;
 mod stream;

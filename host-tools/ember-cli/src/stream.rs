@@ -12,6 +12,7 @@ use ember_runtime::host::AlignedBytes;
 use ember_runtime::{DType, Model, TensorDef};
 
 use crate::device::{bad_input, connect, refused, PortArgs};
+use crate::host_stream::{HostInference, HostStream};
 
 /// Stream data to the board's running model and print predictions as they come.
 #[derive(Debug, clap::Args)]
@@ -33,12 +34,16 @@ Input forms:
 
 Data is paced at its sample rate, like a live sensor, unless --as-fast-as-possible.
 Pass --model with the .emb you flashed to see labels and scores instead of raw bytes.
+With --host there is no board: the model given with --model runs on this machine, window for
+window as the board would run it (same front end, same hop), so a demo needs no hardware.
 
 Examples:
   ember stream --port /dev/pts/3 --input words.wav --model kws.emb
   ember stream --port /dev/pts/3 --input imu.parquet --column ax --column ay --model gesture.emb
   ember stream --port /dev/pts/3 --input words.wav --model kws.emb --json --as-fast-as-possible
-  arecord -f S16_LE -r 16000 -c 1 -t raw | ember stream --port /dev/ttyACM0 --input - --model kws.emb"
+  arecord -f S16_LE -r 16000 -c 1 -t raw | ember stream --port /dev/ttyACM0 --input - --model kws.emb
+  ember stream --host --input words.wav --model kws.emb --as-fast-as-possible
+  ember stream --host --input imu.csv --model basicmotions.emb --rate 10 --hop 40"
 )]
 pub struct StreamArgs {
     #[command(flatten)]
@@ -64,6 +69,10 @@ pub struct StreamArgs {
     /// Send data as fast as the link allows instead of at its sample rate.
     #[arg(long)]
     pub as_fast_as_possible: bool,
+    /// No board: run the model (--model) on this machine with the board's windowing and front
+    /// end, e.g. to try a model before flashing it.
+    #[arg(long)]
+    pub host: bool,
 }
 
 /// What the host knows about the model on the board.
@@ -234,16 +243,61 @@ fn parquet_samples(
     Ok(out)
 }
 
-fn print_inference(
+/// What one inference cost, where it ran.
+#[derive(Debug, Clone, Copy)]
+enum Cost {
+    Board {
+        cycles: u64,
+        instructions: Option<u64>,
+    },
+    Host {
+        micros: f64,
+    },
+}
+
+/// One prediction of a stream, from the board or from `--host`.
+#[derive(Debug, Clone)]
+struct Prediction {
+    output: Vec<u8>,
+    end_sample: u64,
+    cost: Cost,
+}
+
+impl From<ember_link::Inference> for Prediction {
+    fn from(inference: ember_link::Inference) -> Self {
+        Prediction {
+            output: inference.output,
+            end_sample: inference.end_sample,
+            cost: Cost::Board {
+                cycles: inference.cycles,
+                instructions: inference.instructions,
+            },
+        }
+    }
+}
+
+impl From<HostInference> for Prediction {
+    fn from(inference: HostInference) -> Self {
+        Prediction {
+            output: inference.output,
+            end_sample: inference.end_sample,
+            cost: Cost::Host {
+                micros: inference.micros,
+            },
+        }
+    }
+}
+
+fn print_prediction(
     view: &ModelView,
-    inference: &ember_link::Inference,
+    prediction: &Prediction,
     rate: u32,
     json: bool,
 ) -> std::io::Result<()> {
-    let seconds = inference.end_sample as f64 / rate.max(1) as f64;
+    let seconds = prediction.end_sample as f64 / rate.max(1) as f64;
     let scores: Vec<f64> = match &view.output {
-        Some(t) => crate::run::values(t, &inference.output).1,
-        None => inference.output.iter().map(|&b| b as i8 as f64).collect(),
+        Some(t) => crate::run::values(t, &prediction.output).1,
+        None => prediction.output.iter().map(|&b| b as i8 as f64).collect(),
     };
     let mut ranked: Vec<usize> = (0..scores.len()).collect();
     ranked.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
@@ -259,17 +313,30 @@ fn print_inference(
             .take(3)
             .map(|&i| serde_json::json!({"index": i, "label": view.labels.get(i), "score": scores[i]}))
             .collect();
-        let line = serde_json::json!({
-            "time_s": seconds, "end_sample": inference.end_sample, "top": top,
-            "cycles": inference.cycles, "instructions": inference.instructions,
+        let mut line = serde_json::json!({
+            "time_s": seconds, "end_sample": prediction.end_sample, "top": top,
         });
+        match prediction.cost {
+            Cost::Board {
+                cycles,
+                instructions,
+            } => {
+                line["cycles"] = cycles.into();
+                line["instructions"] = instructions.into();
+            }
+            Cost::Host { micros } => line["host_us"] = micros.into(),
+        }
         writeln!(std::io::stdout().lock(), "{line}")?;
     } else {
         let first = ranked.first().copied().unwrap_or(0);
         let second = ranked.get(1).copied().unwrap_or(0);
-        let cost = match inference.instructions {
-            Some(n) => format!("{:.2} M instructions", n as f64 / 1e6),
-            None => format!("{} cycles", inference.cycles),
+        let cost = match prediction.cost {
+            Cost::Board {
+                instructions: Some(n),
+                ..
+            } => format!("{:.2} M instructions", n as f64 / 1e6),
+            Cost::Board { cycles, .. } => format!("{cycles} cycles"),
+            Cost::Host { micros } => format!("{micros:.0} µs on this machine"),
         };
         writeln!(
             std::io::stdout().lock(),
@@ -330,14 +397,6 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
     let view = model_view(&args.model).map_err(bad_input)?;
     let stdin = args.input.as_os_str() == "-";
     let (data, file_rate) = read_input(&args, &view, stdin).map_err(bad_input)?;
-
-    let mut link = connect(&args.port.port)?;
-    let info = link.info().context("the board did not answer Info")?;
-    let caps = info
-        .stream
-        .context("the board does not support streaming (its firmware has no stream input)")
-        .map_err(refused)?;
-    let rate = args.rate.or(file_rate).unwrap_or(caps.sample_rate_hz);
     if let (Some(file_rate), Some(frontend)) = (file_rate, &view.frontend) {
         if file_rate != frontend.sample_rate_hz {
             return Err(bad_input(anyhow::anyhow!(
@@ -348,11 +407,6 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
             )));
         }
     }
-    let sample_bytes = if view.frontend.is_some() || stdin {
-        2
-    } else {
-        view.input.as_ref().map_or(1, |t| t.dtype.size())
-    };
     let window = match (args.window, &view.frontend, &view.input) {
         (Some(w), _, _) => w,
         (None, Some(f), _) => f.sample_rate_hz,
@@ -364,13 +418,163 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
         }
     };
     let hop = args.hop.unwrap_or(window);
+    let source = Source {
+        data,
+        stdin,
+        file_rate,
+    };
+    if args.host {
+        stream_on_host(&args, &view, source, window, hop)
+    } else {
+        stream_to_board(&args, &view, source, window, hop)
+    }
+}
+
+/// The samples to stream: a file's, already encoded, or stdin read as it comes.
+struct Source {
+    data: Vec<u8>,
+    stdin: bool,
+    file_rate: Option<u32>,
+}
+
+fn stream_to_board(
+    args: &StreamArgs,
+    view: &ModelView,
+    source: Source,
+    window: u32,
+    hop: u32,
+) -> anyhow::Result<()> {
+    let mut link = connect(&args.port.port)?;
+    let info = link.info().context("the board did not answer Info")?;
+    let caps = info
+        .stream
+        .context("the board does not support streaming (its firmware has no stream input)")
+        .map_err(refused)?;
+    let rate = args
+        .rate
+        .or(source.file_rate)
+        .unwrap_or(caps.sample_rate_hz);
+    let sample_bytes = if view.frontend.is_some() || source.stdin {
+        2
+    } else {
+        view.input.as_ref().map_or(1, |t| t.dtype.size())
+    };
     link.stream_begin(window, hop)
         .context("the board refused the stream")?;
+    let target = info.board.clone();
+    let outcome = pump(
+        args,
+        view,
+        &source,
+        Pacing {
+            rate,
+            sample_bytes,
+            hop,
+            window,
+            target: &target,
+        },
+        |chunk| {
+            Ok(link
+                .stream_push(chunk)
+                .context("streaming failed")?
+                .into_iter()
+                .map(Prediction::from)
+                .collect())
+        },
+    );
+    match outcome {
+        Ok(()) => link.stream_end().context("closing the stream failed"),
+        Err(e) if e.is::<BrokenPipe>() => {
+            let _ = link.stream_end();
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn stream_on_host(
+    args: &StreamArgs,
+    view: &ModelView,
+    source: Source,
+    window: u32,
+    hop: u32,
+) -> anyhow::Result<()> {
+    let path = args
+        .model
+        .as_ref()
+        .context("--host runs the model on this machine: pass it with --model")
+        .map_err(bad_input)?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let aligned = AlignedBytes::from_slice(&bytes);
+    let model = Model::load(aligned.as_slice())
+        .with_context(|| format!("{} is not a valid .emb", path.display()))
+        .map_err(bad_input)?;
+    let rate = match (args.rate, source.file_rate, &view.frontend) {
+        (Some(rate), _, _) | (None, Some(rate), _) => rate,
+        (None, None, Some(frontend)) => frontend.sample_rate_hz,
+        (None, None, None) => {
+            return Err(bad_input(anyhow::anyhow!(
+                "pass --rate: the sensor's sample rate in Hz paces the stream and times the predictions"
+            )))
+        }
+    };
+    let mut host = HostStream::new(&model, window, hop).map_err(bad_input)?;
+    let sample_bytes = host.sample_bytes();
+    let outcome = pump(
+        args,
+        view,
+        &source,
+        Pacing {
+            rate,
+            sample_bytes,
+            hop,
+            window,
+            target: "this machine (--host)",
+        },
+        |chunk| {
+            Ok(host
+                .push(chunk)?
+                .into_iter()
+                .map(Prediction::from)
+                .collect())
+        },
+    );
+    match outcome {
+        Err(e) if e.is::<BrokenPipe>() => Ok(()),
+        other => other,
+    }
+}
+
+/// How the samples are sent and reported.
+struct Pacing<'t> {
+    rate: u32,
+    sample_bytes: usize,
+    hop: u32,
+    window: u32,
+    target: &'t str,
+}
+
+/// Sends the source in chunks (paced at its sample rate unless `--as-fast-as-possible`) through
+/// `push` and prints each prediction that comes back. Ends with [`BrokenPipe`] when stdout's
+/// reader went away.
+fn pump(
+    args: &StreamArgs,
+    view: &ModelView,
+    source: &Source,
+    pacing: Pacing<'_>,
+    mut push: impl FnMut(&[u8]) -> anyhow::Result<Vec<Prediction>>,
+) -> anyhow::Result<()> {
+    let Pacing {
+        rate,
+        sample_bytes,
+        hop,
+        window,
+        target,
+    } = pacing;
     if !args.port.json {
         println!(
-            "streaming {} at {rate} Hz to {} (window {window}, hop {hop} samples){}",
+            "streaming {} at {rate} Hz to {target} (window {window}, hop {hop} samples){}",
             args.input.display(),
-            info.board,
             if args.as_fast_as_possible {
                 ", as fast as possible"
             } else {
@@ -378,25 +582,21 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
             }
         );
     }
-
     // Chunks of a quarter hop keep latency low while pacing at the data's rate.
     let chunk_samples = (hop as usize / 4).clamp(64, 4096);
     let chunk_bytes = chunk_samples * sample_bytes;
     let start = Instant::now();
     let mut sent_samples = 0u64;
     let mut count = 0usize;
-    let mut send = |link: &mut ember_link::Link<_>,
-                    chunk: &[u8],
-                    sent_samples: &mut u64|
-     -> anyhow::Result<()> {
+    let mut send = |chunk: &[u8]| -> anyhow::Result<()> {
         if !args.as_fast_as_possible {
-            let due = Duration::from_secs_f64(*sent_samples as f64 / rate.max(1) as f64);
+            let due = Duration::from_secs_f64(sent_samples as f64 / rate.max(1) as f64);
             if let Some(wait) = due.checked_sub(start.elapsed()) {
                 std::thread::sleep(wait);
             }
         }
-        for inference in link.stream_push(chunk).context("streaming failed")? {
-            match print_inference(&view, &inference, rate, args.port.json) {
+        for prediction in push(chunk)? {
+            match print_prediction(view, &prediction, rate, args.port.json) {
                 // The reader went away (`| head`): stop quietly, as Unix tools do.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                     return Err(BrokenPipe.into())
@@ -405,37 +605,27 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
             }
             count += 1;
         }
-        *sent_samples += (chunk.len() / sample_bytes) as u64;
+        sent_samples += (chunk.len() / sample_bytes) as u64;
         Ok(())
     };
-    if stdin {
+    if source.stdin {
         let mut input = std::io::stdin().lock();
         let mut buf = vec![0u8; chunk_bytes];
         loop {
             let n = read_full(&mut input, &mut buf)?;
             let whole = n - n % sample_bytes;
             if whole > 0 {
-                match send(&mut link, &buf[..whole], &mut sent_samples) {
-                    Err(e) if e.is::<BrokenPipe>() => break,
-                    other => other?,
-                }
+                send(&buf[..whole])?;
             }
             if n < buf.len() {
                 break;
             }
         }
     } else {
-        for chunk in data.chunks(chunk_bytes) {
-            match send(&mut link, chunk, &mut sent_samples) {
-                Err(e) if e.is::<BrokenPipe>() => {
-                    let _ = link.stream_end();
-                    return Ok(());
-                }
-                other => other?,
-            }
+        for chunk in source.data.chunks(chunk_bytes) {
+            send(chunk)?;
         }
     }
-    link.stream_end().context("closing the stream failed")?;
     if !args.port.json {
         println!("{count} predictions from {sent_samples} samples");
     }

@@ -292,3 +292,78 @@ fn devices_json_is_an_array() {
         assert!(port["port"].is_string(), "{port}");
     }
 }
+
+/// A mono 16-bit WAV of the given recordings back to back.
+fn concatenated_wav(path: &Path, parts: &[&str]) {
+    let mut pcm = Vec::new();
+    for part in parts {
+        let bytes = std::fs::read(shared_audio(part)).unwrap();
+        // The shared recordings are canonical 44-byte-header PCM files.
+        pcm.extend_from_slice(&bytes[44..]);
+    }
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + pcm.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&16_000u32.to_le_bytes());
+    wav.extend_from_slice(&32_000u32.to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(pcm.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&pcm);
+    std::fs::write(path, wav).unwrap();
+}
+
+#[test]
+fn host_stream_slides_over_a_recording_like_the_board() {
+    let dir = temp_dir("host-stream");
+    let emb = kws_with_frontend(&dir);
+    let wav = dir.join("yes-silence-yes.wav");
+    concatenated_wav(
+        &wav,
+        &["yes_1000ms.wav", "silence_1000ms.wav", "yes_1000ms.wav"],
+    );
+    let out = ember(&[
+        "stream",
+        "--host",
+        "--model",
+        emb.to_str().unwrap(),
+        "--input",
+        wav.to_str().unwrap(),
+        "--hop",
+        "8000",
+        "--as-fast-as-possible",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let ends: Vec<u64> = lines
+        .iter()
+        .map(|l| l["end_sample"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ends, [16_000, 24_000, 32_000, 40_000, 48_000]);
+    // Windows that line up with a whole recording get that recording's word.
+    assert_eq!(lines[0]["top"][0]["label"], "yes", "{}", lines[0]);
+    assert_eq!(lines[2]["top"][0]["label"], "silence", "{}", lines[2]);
+    assert_eq!(lines[4]["top"][0]["label"], "yes", "{}", lines[4]);
+    assert!(lines[0]["host_us"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn host_stream_needs_the_model() {
+    let wav = shared_audio("yes_1000ms.wav");
+    let out = ember(&["stream", "--host", "--input", wav.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--model"),
+        "{}",
+        text(&out.stderr)
+    );
+}

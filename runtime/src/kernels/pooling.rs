@@ -86,7 +86,13 @@ fn pool_dims(
 
 /// In-image filter range `[start, end)` along one axis (`filter_x_start/filter_x_end` in TFLite).
 #[inline(always)]
-fn filter_range(out: usize, stride: u16, pad: u16, filter: usize, size: usize) -> (usize, usize) {
+pub(crate) fn filter_range(
+    out: usize,
+    stride: u16,
+    pad: u16,
+    filter: usize,
+    size: usize,
+) -> (usize, usize) {
     let origin = (out * stride as usize) as i64 - pad as i64;
     let start = (-origin).max(0) as usize;
     let end = (size as i64 - origin).clamp(0, filter as i64) as usize;
@@ -255,7 +261,13 @@ impl Kernel for Pool2dS8 {
     fn eval(&self, t: &mut Tensors<'_>) -> Result<()> {
         let d = pool_dims(&self.input, &self.output, self.filter_h, self.filter_w).ok_or(SHAPES)?;
         let (ins, out) = t.split(&self.output)?;
-        pool2d_s8_reference(self, d, ins.i8(&self.input)?, as_i8_mut(out))
+        let (input, output) = (ins.i8(&self.input)?, as_i8_mut(out));
+        // The DSP-style average pool where the target has it (see `dsp::ENABLED`); it declines
+        // max pooling and shapes it does not handle, which the reference then runs.
+        if super::dsp::ENABLED && super::dsp::average_pool2d_s8_dsp(self, d, input, output) {
+            return Ok(());
+        }
+        pool2d_s8_reference(self, d, input, output)
     }
 
     fn output(&self) -> &TensorDef {

@@ -101,12 +101,33 @@ fn gather_patch(
     Some(())
 }
 
-/// [`Conv2dS8`] as a GEMM over 2 pixels x 2 output channels. Same arguments as
+/// [`Conv2dS8`] with the DSP extension. Same arguments as
 /// [`super::conv::conv2d_s8_reference`]; `false` (output untouched) when the shape is not
 /// handled here: grouped convolution, a window over [`CONV_PATCH_MAX`] values, inconsistent
 /// lengths or an invalid requantizer.
+///
+/// Runs [`conv2d_s8_dsp_4px`] when every channel's accumulator provably fits
+/// [`BoundedRequantizer`] (always, for realistic layers), else the 2x2 GEMM with the general
+/// requantizer.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_s8_dsp(
+    p: &Conv2dS8,
+    d: SpatialDims,
+    input: &[i8],
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    multipliers: &[i32],
+    shifts: &[i32],
+    output: &mut [i8],
+) -> bool {
+    conv2d_s8_dsp_4px(p, d, input, filter, bias, multipliers, shifts, output)
+        || conv2d_s8_dsp_2x2(p, d, input, filter, bias, multipliers, shifts, output)
+}
+
+/// [`Conv2dS8`] as a GEMM over 2 pixels x 2 output channels, general requantization.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn conv2d_s8_dsp_2x2(
     p: &Conv2dS8,
     d: SpatialDims,
     input: &[i8],
@@ -208,12 +229,467 @@ pub fn conv2d_s8_dsp(
     true
 }
 
-/// [`DepthwiseConv2dS8`] with depth multiplier 1: 4 channels per step of one output pixel
-/// (two pixels at once need more registers than a Cortex-M4 has and spill). Taps in the padding read a row of input zero
-/// points (which adds `0`). Same arguments as [`super::depthwise::depthwise_conv2d_s8_reference`];
-/// `false` when the shape is not handled here.
+/// Pixels per block of the 4-pixel GEMM.
+const BLOCK: usize = 4;
+
+/// Bias and bounded requantizer of each channel in `start..start + CHANNEL_CHUNK` (clipped to
+/// `channels`); `None` when a channel's accumulator may exceed [`BoundedRequantizer`]'s range.
+fn bounded_params(
+    bias: Option<&[i32]>,
+    multipliers: &[i32],
+    shifts: &[i32],
+    terms: usize,
+    start: usize,
+    channels: usize,
+) -> Option<[(i32, BoundedRequantizer); CHANNEL_CHUNK]> {
+    let mut params = [(0, BoundedRequantizer::default()); CHANNEL_CHUNK];
+    let products = (terms as u64).checked_mul(MAX_PRODUCT)?;
+    for (i, slot) in params
+        .iter_mut()
+        .enumerate()
+        .take(channels.saturating_sub(start))
+    {
+        let c = start + i;
+        let b = bias.map_or(0, |b| b[c]);
+        let bound = products.checked_add(b.unsigned_abs() as u64)?;
+        *slot = (
+            b,
+            BoundedRequantizer::new(per_channel(multipliers, c), per_channel(shifts, c), bound)?,
+        );
+    }
+    Some(params)
+}
+
+/// Widens one pixel's window (`groups * 4` values at `x`) into slot `slot` of a 4-pixel block:
+/// group `g` of the block is 8 words, `[lanes 0/2 of pixels 0..4, lanes 1/3 of pixels 0..4]`,
+/// so one filter word (widened to its lanes 0/2 and 1/3) meets four pixels in 8 `SMLAD`s.
+///
+/// # Safety
+/// `x` must point to `groups * 4` readable bytes and `wide` to `groups * 8` writable words.
+#[inline(always)]
+unsafe fn widen_into_block(x: *const i8, groups: usize, offset: u32, wide: *mut u32, slot: usize) {
+    use simd::*;
+    // SAFETY: within the bounds the caller guarantees.
+    unsafe {
+        let mut out = wide.add(slot);
+        for g in 0..groups {
+            let v = read_u32(x.add(g * 4));
+            *out = sxtab16(offset, v);
+            *out.add(BLOCK) = sxtab16_ror8(offset, v);
+            out = out.add(2 * BLOCK);
+        }
+    }
+}
+
+/// `init + sum over groups` of a 4-pixel block widened by [`widen_into_block`] times one
+/// filter row of `groups * 4` values, for the block's 4 pixels.
+///
+/// On the Cortex-M4 this is one `asm!` loop (13 instructions per 16 MACs: `LDR` of the filter
+/// word, 2 `SXTB16`, 2 `LDM` of 4 widened words, 8 `SMLAD`; unrolled twice), since the loop
+/// needs 13 registers and LLVM spills with the 12 it can allocate around it; elsewhere the
+/// same arithmetic in Rust, which the host tests check against the reference.
+///
+/// # Safety
+/// `groups >= 1`; `wide` must point to `groups * 8` readable, 4-byte-aligned words and `row`
+/// to `groups * 4` readable bytes.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+#[inline(always)]
+unsafe fn dot_block(wide: *const u32, row: *const i8, groups: usize, init: i32) -> [i32; BLOCK] {
+    let (mut a0, mut a1, mut a2, mut a3) = (init, init, init, init);
+    macro_rules! group {
+        () => {
+            concat!(
+                "ldr r4, [lr], #4\n",
+                "ldmia r12!, {{r8-r11}}\n",
+                "sxtb16 r5, r4\n",
+                "smlad r0, r8, r5, r0\n",
+                "smlad r1, r9, r5, r1\n",
+                "smlad r2, r10, r5, r2\n",
+                "smlad r3, r11, r5, r3\n",
+                "ldmia r12!, {{r8-r11}}\n",
+                "sxtb16 r5, r4, ror #8\n",
+                "smlad r0, r8, r5, r0\n",
+                "smlad r1, r9, r5, r1\n",
+                "smlad r2, r10, r5, r2\n",
+                "smlad r3, r11, r5, r3\n",
+            )
+        };
+    }
+    // SAFETY: reads `groups * 32` bytes at `wide` and `groups * 4` at `row` (the caller's
+    // guarantee); r6 is saved and restored on the stack around its use as the loop end.
+    unsafe {
+        core::arch::asm!(
+            "push {{r6}}",
+            "add r6, r12, r4, lsl #5",
+            "tst r4, #1",
+            "beq 2f",
+            group!(),
+            "2:",
+            "cmp r12, r6",
+            "beq 4f",
+            "3:",
+            group!(),
+            group!(),
+            "cmp r12, r6",
+            "bne 3b",
+            "4:",
+            "pop {{r6}}",
+            inout("r0") a0,
+            inout("r1") a1,
+            inout("r2") a2,
+            inout("r3") a3,
+            inout("r4") groups => _,
+            out("r5") _,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+            inout("r12") wide => _,
+            inout("lr") row => _,
+            options(readonly),
+        );
+    }
+    [a0, a1, a2, a3]
+}
+
+/// Emulation twin of the `asm!` [`dot_block`]: same layout, same instruction semantics.
+///
+/// # Safety
+/// As the `asm!` version.
+#[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+#[inline(always)]
+unsafe fn dot_block(wide: *const u32, row: *const i8, groups: usize, init: i32) -> [i32; BLOCK] {
+    use simd::*;
+    let mut acc = [init; BLOCK];
+    // SAFETY: within the bounds the caller guarantees.
+    unsafe {
+        for g in 0..groups {
+            let f = read_u32(row.add(g * 4));
+            let (f02, f13) = (sxtb16(f), sxtb16_ror8(f));
+            let words = wide.add(g * 2 * BLOCK);
+            for (j, a) in acc.iter_mut().enumerate() {
+                *a = smlad(*words.add(j), f02, *a);
+                *a = smlad(*words.add(BLOCK + j), f13, *a);
+            }
+        }
+    }
+    acc
+}
+
+/// [`Conv2dS8`] as a GEMM over blocks of 4 pixels x 1 output channel: each block's windows are
+/// widened once (offset added) and reused by every output channel, the accumulators start at
+/// the bias, and [`BoundedRequantizer`] finishes them. A 1x1 stride-1 unpadded convolution
+/// reads its pixels in place; other windows are gathered per pixel (padding = input zero
+/// point). `false` when a shape or an accumulator bound is outside what it handles.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_s8_dsp_4px(
+    p: &Conv2dS8,
+    d: SpatialDims,
+    input: &[i8],
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    multipliers: &[i32],
+    shifts: &[i32],
+    output: &mut [i8],
+) -> bool {
+    if p.act_min == -128 && p.act_max == 127 {
+        conv_4px::<true>(p, d, input, filter, bias, multipliers, shifts, output)
+    } else {
+        conv_4px::<false>(p, d, input, filter, bias, multipliers, shifts, output)
+    }
+}
+
+/// [`conv2d_s8_dsp_4px`] with the clamp chosen at compile time (see [`clamp_to_int8`]).
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn conv_4px<const FULL_RANGE: bool>(
+    p: &Conv2dS8,
+    d: SpatialDims,
+    input: &[i8],
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    multipliers: &[i32],
+    shifts: &[i32],
+    output: &mut [i8],
+) -> bool {
+    let depth = d.filter_h * d.filter_w * d.in_c;
+    let pixels = d.batches * d.out_h * d.out_w;
+    if d.filter_in_c != d.in_c
+        || depth > CONV_PATCH_MAX
+        || !(-127..=128).contains(&p.input_offset)
+        || input.len() < d.batches * d.in_h * d.in_w * d.in_c
+        || filter.len() < d.out_c * depth
+        || output.len() < pixels * d.out_c
+        || bias.is_some_and(|b| b.len() < d.out_c)
+        || !requantizers_ok(multipliers, shifts)
+    {
+        return false;
+    }
+    let w = p.window;
+    // Pixels are consecutive input rows: no gathering.
+    let in_place = d.filter_h == 1
+        && d.filter_w == 1
+        && w.stride_h == 1
+        && w.stride_w == 1
+        && w.pad_top == 0
+        && w.pad_left == 0
+        && d.in_h == d.out_h
+        && d.in_w == d.out_w;
+    let offset = simd::splat16(p.input_offset);
+    let pad_value = (-p.input_offset) as i8;
+    let groups = depth / 4;
+    let tail = groups * 4;
+    let mut chunk = 0;
+    while chunk < d.out_c {
+        let chunk_end = (chunk + CHANNEL_CHUNK).min(d.out_c);
+        let Some(params) = bounded_params(bias, multipliers, shifts, depth, chunk, d.out_c) else {
+            return false;
+        };
+        let mut patch = [0i8; CONV_PATCH_MAX];
+        let mut wide = [0u32; 2 * CONV_PATCH_MAX];
+        // `x + input_offset` of the values past the last whole group, per pixel of the block.
+        let mut tails = [[0i32; 3]; BLOCK];
+        let mut pixel = 0;
+        while pixel < pixels {
+            let count = (pixels - pixel).min(BLOCK);
+            for (slot, tail_values) in tails.iter_mut().enumerate().take(count) {
+                let x: &[i8] = if in_place {
+                    let at = (pixel + slot) * d.in_c;
+                    match input.get(at..at + depth) {
+                        Some(x) => x,
+                        None => return false,
+                    }
+                } else {
+                    if gather_patch(p, &d, input, pixel + slot, &mut patch, pad_value).is_none() {
+                        return false;
+                    }
+                    &patch[..depth]
+                };
+                // SAFETY: `x` holds `depth >= groups * 4` values; `wide` has
+                // `2 * CONV_PATCH_MAX >= groups * 8` words.
+                unsafe { widen_into_block(x.as_ptr(), groups, offset, wide.as_mut_ptr(), slot) };
+                for (t, v) in tail_values.iter_mut().zip(&x[tail..]) {
+                    *t = *v as i32 + p.input_offset;
+                }
+            }
+            // Slots past `count` keep stale values whose sums are never stored.
+            for c in chunk..chunk_end {
+                let (b, r) = params[c - chunk];
+                let row = c * depth;
+                let mut acc = if groups > 0 {
+                    // SAFETY: `wide` holds `groups * 8` aligned words, the filter
+                    // `out_c * depth` values (checked above).
+                    unsafe { dot_block(wide.as_ptr(), filter.as_ptr().add(row), groups, b) }
+                } else {
+                    [b; BLOCK]
+                };
+                for (k, &f) in filter[row + tail..row + depth].iter().enumerate() {
+                    for (a, t) in acc.iter_mut().zip(&tails) {
+                        *a = a.wrapping_add(t[k] * f as i32);
+                    }
+                }
+                for (j, &a) in acc.iter().enumerate().take(count) {
+                    let v = clamp_to_int8::<FULL_RANGE>(
+                        r.apply(a).wrapping_add(p.output_offset),
+                        p.act_min,
+                        p.act_max,
+                    );
+                    // SAFETY: `(pixel + j) * out_c + c < pixels * out_c <= output.len()`.
+                    unsafe { *output.get_unchecked_mut((pixel + j) * d.out_c + c) = v };
+                }
+            }
+            pixel += BLOCK;
+        }
+        chunk = chunk_end;
+    }
+    true
+}
+
+/// Words of the stack buffer that holds a channel chunk's filter widened to `i16` pairs.
+const DEPTHWISE_WIDE_FILTER_WORDS: usize = 1024;
+
+/// [`DepthwiseConv2dS8`] with depth multiplier 1. Same arguments as
+/// [`super::depthwise::depthwise_conv2d_s8_reference`]; `false` when the shape is not handled.
+///
+/// Runs [`depthwise_conv2d_s8_dsp_bounded`] when every channel's accumulator provably fits
+/// [`BoundedRequantizer`] (always, for realistic layers), else the general-requantizer kernel.
 #[allow(clippy::too_many_arguments)]
 pub fn depthwise_conv2d_s8_dsp(
+    p: &DepthwiseConv2dS8,
+    d: SpatialDims,
+    input: &[i8],
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    multipliers: &[i32],
+    shifts: &[i32],
+    output: &mut [i8],
+) -> bool {
+    depthwise_conv2d_s8_dsp_bounded(p, d, input, filter, bias, multipliers, shifts, output)
+        || depthwise_conv2d_s8_dsp_general(p, d, input, filter, bias, multipliers, shifts, output)
+}
+
+/// Depthwise convolution over 4 channels per step of one output pixel, with the filter of a
+/// chunk of channels widened once (lanes 0/2 and 1/3 of each tap's 4 channels, the order
+/// `SXTB16` gives the input word), accumulators starting at the bias and the
+/// [`BoundedRequantizer`]. Taps in the padding read a row of input zero points (adds `0`).
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise_conv2d_s8_dsp_bounded(
+    p: &DepthwiseConv2dS8,
+    d: SpatialDims,
+    input: &[i8],
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    multipliers: &[i32],
+    shifts: &[i32],
+    output: &mut [i8],
+) -> bool {
+    if p.act_min == -128 && p.act_max == 127 {
+        depthwise_bounded::<true>(p, d, input, filter, bias, multipliers, shifts, output)
+    } else {
+        depthwise_bounded::<false>(p, d, input, filter, bias, multipliers, shifts, output)
+    }
+}
+
+/// [`depthwise_conv2d_s8_dsp_bounded`] with the clamp chosen at compile time.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn depthwise_bounded<const FULL_RANGE: bool>(
+    p: &DepthwiseConv2dS8,
+    d: SpatialDims,
+    input: &[i8],
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    multipliers: &[i32],
+    shifts: &[i32],
+    output: &mut [i8],
+) -> bool {
+    let channels = d.in_c;
+    let taps = d.filter_h * d.filter_w;
+    // Channels per chunk: a multiple of 4 whose widened filter fits the stack buffer.
+    let chunk_size = (DEPTHWISE_WIDE_FILTER_WORDS * 2 / taps.max(1)).min(CHANNEL_CHUNK) & !3;
+    if d.out_c != channels
+        || channels > DEPTHWISE_CHANNELS_MAX
+        || taps > DEPTHWISE_TAPS_MAX
+        || chunk_size == 0
+        || !(-127..=128).contains(&p.input_offset)
+        || input.len() < d.batches * d.in_h * d.in_w * channels
+        || filter.len() < taps * channels
+        || output.len() < d.batches * d.out_h * d.out_w * channels
+        || bias.is_some_and(|b| b.len() < channels)
+        || !requantizers_ok(multipliers, shifts)
+    {
+        return false;
+    }
+    use simd::*;
+    let w = p.window;
+    let offset = splat16(p.input_offset);
+    // Padding taps read this row: `zero_point + input_offset = 0`.
+    let pad_row = [(-p.input_offset) as i8; DEPTHWISE_CHANNELS_MAX + 4];
+    let mut rows = [pad_row.as_ptr(); DEPTHWISE_TAPS_MAX];
+    let mut wide_filter = [0u32; DEPTHWISE_WIDE_FILTER_WORDS];
+    let mut chunk = 0;
+    while chunk < channels {
+        let chunk_end = (chunk + chunk_size).min(channels);
+        let Some(params) = bounded_params(bias, multipliers, shifts, taps, chunk, channels) else {
+            return false;
+        };
+        let vector_end = chunk + ((chunk_end - chunk) & !3);
+        // `[group][tap][lanes 0/2, lanes 1/3]` for the chunk's whole groups of 4 channels.
+        for (g, c) in (chunk..vector_end).step_by(4).enumerate() {
+            for t in 0..taps {
+                // SAFETY: `t * channels + c + 4 <= taps * channels <= filter.len()`.
+                let f = unsafe { read_u32(filter.as_ptr().add(t * channels + c)) };
+                let at = (g * taps + t) * 2;
+                wide_filter[at] = sxtb16(f);
+                wide_filter[at + 1] = sxtb16_ror8(f);
+            }
+        }
+        for b in 0..d.batches {
+            for out_y in 0..d.out_h {
+                for out_x in 0..d.out_w {
+                    let mut t = 0;
+                    for fy in 0..d.filter_h {
+                        let in_y = tap(out_y, w.stride_h, w.pad_top, fy, w.dilation_h, d.in_h);
+                        for fx in 0..d.filter_w {
+                            let in_x = tap(out_x, w.stride_w, w.pad_left, fx, w.dilation_w, d.in_w);
+                            rows[t] = match (in_y, in_x) {
+                                // SAFETY: an in-image pixel: its `channels` values lie in `input`.
+                                (Some(in_y), Some(in_x)) => unsafe {
+                                    input.as_ptr().add(d.input_index(b, in_y, in_x, 0))
+                                },
+                                _ => pad_row.as_ptr(),
+                            };
+                            t += 1;
+                        }
+                    }
+                    let out_at = d.output_index(b, out_y, out_x, 0);
+                    let mut fw = wide_filter.as_ptr();
+                    let mut c = chunk;
+                    while c < vector_end {
+                        let mut acc = [
+                            params[c - chunk].0,
+                            params[c - chunk + 1].0,
+                            params[c - chunk + 2].0,
+                            params[c - chunk + 3].0,
+                        ];
+                        for row in &rows[..taps] {
+                            // SAFETY: every row addresses `channels` readable values (an input
+                            // pixel or the padding row) and `c + 4 <= channels`; `fw` walks the
+                            // `taps * 2` words of this group.
+                            let (x, f02, f13) = unsafe {
+                                let v = (read_u32(row.add(c)), *fw, *fw.add(1));
+                                fw = fw.add(2);
+                                v
+                            };
+                            let a02 = sxtab16(offset, x);
+                            let a13 = sxtab16_ror8(offset, x);
+                            acc[0] = smlabb(a02, f02, acc[0]);
+                            acc[2] = smlatt(a02, f02, acc[2]);
+                            acc[1] = smlabb(a13, f13, acc[1]);
+                            acc[3] = smlatt(a13, f13, acc[3]);
+                        }
+                        for (lane, &a) in acc.iter().enumerate() {
+                            let v = clamp_to_int8::<FULL_RANGE>(
+                                params[c - chunk + lane]
+                                    .1
+                                    .apply(a)
+                                    .wrapping_add(p.output_offset),
+                                p.act_min,
+                                p.act_max,
+                            );
+                            // SAFETY: `out_at + c + lane < out_at + channels <= output.len()`.
+                            unsafe { *output.get_unchecked_mut(out_at + c + lane) = v };
+                        }
+                        c += 4;
+                    }
+                    while c < chunk_end {
+                        let mut acc = params[c - chunk].0;
+                        for (t, row) in rows[..taps].iter().enumerate() {
+                            // SAFETY: as above, one value at channel `c < channels`.
+                            let x = unsafe { *row.add(c) };
+                            let f = filter[t * channels + c] as i32;
+                            acc = acc.wrapping_add(f * (x as i32 + p.input_offset));
+                        }
+                        output[out_at + c] = clamp_to_int8::<FULL_RANGE>(
+                            params[c - chunk].1.apply(acc).wrapping_add(p.output_offset),
+                            p.act_min,
+                            p.act_max,
+                        );
+                        c += 1;
+                    }
+                }
+            }
+        }
+        chunk = chunk_end;
+    }
+    true
+}
+
+/// Depthwise convolution with the general [`Requantizer`], 4 channels per step of one output
+/// pixel (two pixels at once need more registers than a Cortex-M4 has and spill).
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn depthwise_conv2d_s8_dsp_general(
     p: &DepthwiseConv2dS8,
     d: SpatialDims,
     input: &[i8],
@@ -457,13 +933,55 @@ mod tests {
         out
     }
 
+    /// The 2x2 kernel alone (the dispatcher picks the 4-pixel one whenever bounds allow).
+    fn conv_dsp_2x2(c: &ConvCase) -> Vec<i8> {
+        let mut out = std::vec![0i8; c.d.output_elements()];
+        let bias = c.bias.as_deref();
+        assert!(conv2d_s8_dsp_2x2(
+            &c.p,
+            c.d,
+            &c.input,
+            &c.filter,
+            bias,
+            &c.multipliers,
+            &c.shifts,
+            &mut out
+        ));
+        out
+    }
+
     crate::kernel_variants_match_reference!(
         conv2d_s8_dsp_matches_reference,
         cases = 600,
         setup = conv_case,
         reference = conv_reference,
-        variants = [conv_dsp]
+        variants = [conv_dsp, conv_dsp_2x2]
     );
+
+    #[test]
+    fn four_pixel_kernel_handles_realistic_layers() {
+        let mut rng = Rng(5);
+        let mut handled = 0;
+        for _ in 0..200 {
+            let c = conv_case(&mut rng);
+            let mut out = std::vec![0i8; c.d.output_elements()];
+            if conv2d_s8_dsp_4px(
+                &c.p,
+                c.d,
+                &c.input,
+                &c.filter,
+                c.bias.as_deref(),
+                &c.multipliers,
+                &c.shifts,
+                &mut out,
+            ) {
+                assert_eq!(out, conv_reference(&c));
+                handled += 1;
+            }
+        }
+        // Only the extreme requantizers (huge left shifts) are left to the 2x2 kernel.
+        assert!(handled > 150, "4-pixel kernel took {handled} of 200");
+    }
 
     #[derive(Debug)]
     struct DepthwiseCase {
@@ -545,12 +1063,29 @@ mod tests {
         out
     }
 
+    /// The general-requantizer kernel alone (the dispatcher prefers the bounded one).
+    fn depthwise_dsp_general(c: &DepthwiseCase) -> Vec<i8> {
+        let mut out = std::vec![0i8; c.d.output_elements()];
+        let bias = c.bias.as_deref();
+        assert!(depthwise_conv2d_s8_dsp_general(
+            &c.p,
+            c.d,
+            &c.input,
+            &c.filter,
+            bias,
+            &c.multipliers,
+            &c.shifts,
+            &mut out
+        ));
+        out
+    }
+
     crate::kernel_variants_match_reference!(
         depthwise_conv2d_s8_dsp_matches_reference,
         cases = 600,
         setup = depthwise_case,
         reference = depthwise_reference,
-        variants = [depthwise_dsp]
+        variants = [depthwise_dsp, depthwise_dsp_general]
     );
 
     #[test]

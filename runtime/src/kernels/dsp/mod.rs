@@ -23,8 +23,6 @@
 //! - requantization of TFLite's double rounding with one 64-bit multiply-add
 //!   ([`Requantizer`]).
 
-use crate::quant::multiply_by_quantized_multiplier_single_rounding;
-
 use super::conv::{per_channel, tap, Conv2dS8, SpatialDims};
 use super::depthwise::DepthwiseConv2dS8;
 use super::fully_connected::{FcDims, FullyConnectedS8};
@@ -96,6 +94,31 @@ pub mod simd {
         mac!(smlad, "smlad {r}, {a}, {b}, {acc}");
         mac!(smlabb, "smlabb {r}, {a}, {b}, {acc}");
         mac!(smlatt, "smlatt {r}, {a}, {b}, {acc}");
+
+        /// `(a * b + 2^31) >> 32`: the rounded high word of the 64-bit product.
+        #[inline(always)]
+        pub fn smmulr(a: i32, b: i32) -> i32 {
+            let r: i32;
+            // SAFETY: a register-only instruction.
+            unsafe {
+                asm!("smmulr {r}, {a}, {b}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b,
+                     options(pure, nomem, nostack, preserves_flags));
+            }
+            r
+        }
+
+        /// `x` saturated to `-128..=127`.
+        #[inline(always)]
+        pub fn ssat8(x: i32) -> i32 {
+            let r: i32;
+            // SAFETY: a register-only instruction (it may set the sticky Q flag, which nothing
+            // reads).
+            unsafe {
+                asm!("ssat {r}, #8, {x}", r = lateout(reg) r, x = in(reg) x,
+                     options(pure, nomem, nostack));
+            }
+            r
+        }
     }
 
     #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
@@ -153,6 +176,18 @@ pub mod simd {
         #[inline(always)]
         pub fn smlatt(a: u32, b: u32, acc: i32) -> i32 {
             acc.wrapping_add(lanes(a).1 * lanes(b).1)
+        }
+
+        /// `(a * b + 2^31) >> 32`: the rounded high word of the 64-bit product.
+        #[inline(always)]
+        pub fn smmulr(a: i32, b: i32) -> i32 {
+            ((a as i64 * b as i64 + (1 << 31)) >> 32) as i32
+        }
+
+        /// `x` saturated to `-128..=127`.
+        #[inline(always)]
+        pub fn ssat8(x: i32) -> i32 {
+            x.clamp(-128, 127)
         }
     }
 
@@ -220,6 +255,80 @@ impl Requantizer {
     }
 }
 
+/// Largest `|x + input_offset| * |filter|` of one int8 product (`255 * 128`): with the offset
+/// in `-127..=128`, bounds an accumulator by `terms * MAX_PRODUCT + |bias|`.
+pub const MAX_PRODUCT: u64 = 255 * 128;
+
+/// [`Requantizer`] for accumulators known to be small, in four register operations:
+/// `SMMULR` and one rounding shift.
+///
+/// Valid when `|acc << left_shift| < 2^28` (the caller proves it from the number of terms and
+/// the bias, see [`BoundedRequantizer::new`]) and the right shift is at most 30. Then
+/// - `SaturatingRoundingDoublingHighMul(a, m) = (a * m + 2^30) >> 31 = SMMULR(2a, m)`, as
+///   `2a` does not overflow;
+/// - its result `x` has `|x| <= 2^28`, and TFLite's `RoundingDivideByPOT(x, n)` (round half
+///   away from zero) equals `(2x + 2^n - [x < 0]) >> (n + 1)` for every `n >= 0` without
+///   overflow (the `- [x < 0]` turns "round half up" into "round half away from zero", the
+///   reference's `remainder > threshold` test; for `n = 0` it vanishes in the shift).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BoundedRequantizer {
+    multiplier: i32,
+    /// `left_shift + 1`.
+    left_shift1: u32,
+    /// `2^right_shift`.
+    round: i32,
+    /// `right_shift + 1`.
+    right_shift1: u32,
+}
+
+/// Accumulator magnitude below which [`BoundedRequantizer`] is exact (after the left shift).
+pub const BOUNDED_ACC_LIMIT: u64 = 1 << 28;
+
+impl BoundedRequantizer {
+    /// `None` unless `multiplier != i32::MIN`, `shift` in `-30..=30` and
+    /// `acc_bound << left_shift < 2^28`, where `acc_bound` bounds `|acc|` for every input.
+    #[inline]
+    pub fn new(multiplier: i32, shift: i32, acc_bound: u64) -> Option<Self> {
+        if multiplier == i32::MIN || !(-30..=30).contains(&shift) {
+            return None;
+        }
+        let left_shift = shift.max(0) as u32;
+        let right_shift = (-shift).max(0) as u32;
+        if acc_bound.checked_shl(left_shift)? >= BOUNDED_ACC_LIMIT || acc_bound >= BOUNDED_ACC_LIMIT
+        {
+            return None;
+        }
+        Some(BoundedRequantizer {
+            multiplier,
+            left_shift1: left_shift + 1,
+            round: 1 << right_shift,
+            right_shift1: right_shift + 1,
+        })
+    }
+
+    /// Equals `multiply_by_quantized_multiplier(acc, multiplier, shift)` for `acc` within the
+    /// bound given to [`BoundedRequantizer::new`].
+    #[inline(always)]
+    pub fn apply(self, acc: i32) -> i32 {
+        let x = simd::smmulr(acc.wrapping_shl(self.left_shift1), self.multiplier);
+        self.round
+            .wrapping_add(x.wrapping_shl(1))
+            .wrapping_add(x >> 31)
+            >> self.right_shift1
+    }
+}
+
+/// `v` clamped to the activation range `act_min..=act_max`; with `FULL_RANGE` (the range is
+/// all of int8, checked by the caller) one `SSAT` instead of two compare-and-selects.
+#[inline(always)]
+pub fn clamp_to_int8<const FULL_RANGE: bool>(v: i32, act_min: i32, act_max: i32) -> i8 {
+    if FULL_RANGE {
+        simd::ssat8(v) as i8
+    } else {
+        v.clamp(act_min, act_max) as i8
+    }
+}
+
 /// Every per-channel requantizer valid (`None` otherwise).
 fn requantizers_ok(multipliers: &[i32], shifts: &[i32]) -> bool {
     multipliers.len() == shifts.len()
@@ -276,9 +385,11 @@ fn finish(acc: i32, r: Requantizer, output_offset: i32, act_min: i32, act_max: i
 
 mod conv;
 mod fc;
+mod pool;
 
 pub use conv::{conv2d_s8_dsp, depthwise_conv2d_s8_dsp};
 pub use fc::fully_connected_s8_dsp;
+pub use pool::average_pool2d_s8_dsp;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -309,6 +420,74 @@ pub(crate) mod tests {
         assert_eq!(smlad(splat16(-3), splat16(5), 100), 70);
         assert_eq!(smlabb(0x0002_0003, 0x0004_fffe, 1), -5);
         assert_eq!(smlatt(0x0002_0003, 0xfffc_0005, 1), -7);
+        assert_eq!(smmulr(1 << 30, 1 << 30), 1 << 28);
+        assert_eq!(smmulr(3, 1 << 30), 1);
+        assert_eq!(smmulr(-3, i32::MAX), -1);
+        assert_eq!(smmulr(i32::MIN, i32::MIN), 1 << 30);
+        assert_eq!(ssat8(300), 127);
+        assert_eq!(ssat8(-129), -128);
+        assert_eq!(ssat8(-7), -7);
+    }
+
+    #[test]
+    fn bounded_requantizer_matches_double_rounding() {
+        let mut rng = Rng(12);
+        let mut checked = 0;
+        for i in 0..300_000 {
+            let multiplier = match i % 13 {
+                0 => i32::MAX,
+                1 => i32::MIN + 1,
+                2 => 1 << 30,
+                _ => rng.next_u64() as i32,
+            };
+            let shift = rng.range(-31, 30) as i32;
+            let bound = (rng.next_u64() >> rng.range(34, 63)).max(1);
+            let Some(r) = BoundedRequantizer::new(multiplier, shift, bound) else {
+                assert!(
+                    shift < -30 || (bound << shift.max(0)) >= BOUNDED_ACC_LIMIT,
+                    "refused {multiplier} {shift} {bound}"
+                );
+                continue;
+            };
+            let magnitude = bound as i64;
+            let acc = match i % 5 {
+                0 => magnitude as i32,
+                1 => -magnitude as i32,
+                _ => ((rng.next_u64() % (2 * bound + 1)) as i64 - magnitude) as i32,
+            };
+            assert_eq!(
+                r.apply(acc),
+                multiply_by_quantized_multiplier(acc, multiplier, shift),
+                "acc {acc} multiplier {multiplier} shift {shift}"
+            );
+            checked += 1;
+        }
+        assert!(checked > 100_000, "only {checked} cases in range");
+        // Halfway cases of the rounding shift, both signs.
+        for shift in -30..=0 {
+            let r = BoundedRequantizer::new(1 << 30, shift, 1 << 27).unwrap();
+            for acc in [
+                -(3 << 20),
+                -(1 << 20),
+                -5,
+                -3,
+                -1,
+                1,
+                3,
+                5,
+                1 << 20,
+                3 << 20,
+            ] {
+                assert_eq!(
+                    r.apply(acc),
+                    multiply_by_quantized_multiplier(acc, 1 << 30, shift)
+                );
+            }
+        }
+        assert!(BoundedRequantizer::new(i32::MIN, -1, 1).is_none());
+        assert!(BoundedRequantizer::new(1 << 30, -31, 1).is_none());
+        assert!(BoundedRequantizer::new(1 << 30, 0, 1 << 28).is_none());
+        assert!(BoundedRequantizer::new(1 << 30, 2, 1 << 26).is_none());
     }
 
     #[test]
