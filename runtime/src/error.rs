@@ -43,6 +43,12 @@ pub enum Error {
     SizeMismatch { expected: usize, actual: usize },
     /// A metadata entry is malformed (labels, front-end configuration).
     BadMetadata { key: &'static str },
+    /// The model uses an operator whose kernel this build leaves out: `op` names it
+    /// (`"CONV_2D float32"`), `features` the `ember-runtime` cargo features that add it.
+    OpNotEnabled {
+        op: &'static str,
+        features: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -84,6 +90,10 @@ impl fmt::Display for Error {
                 write!(f, "expected {expected} bytes of tensor data, got {actual}")
             }
             Error::BadMetadata { key } => write!(f, "model metadata entry `{key}` is malformed"),
+            Error::OpNotEnabled { op, features } => write!(
+                f,
+                "model uses {op}, whose kernel this build leaves out; build ember-runtime with the cargo features {features}"
+            ),
         }
     }
 }
@@ -112,6 +122,9 @@ impl defmt::Format for Error {
                     actual,
                     expected
                 )
+            }
+            Error::OpNotEnabled { op, features } => {
+                defmt::write!(f, "OpNotEnabled({=str}, features {=str})", op, features)
             }
             _ => defmt::write!(f, "ember error"),
         }

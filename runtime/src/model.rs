@@ -51,9 +51,11 @@ impl Iterator for Ops<'_> {
             }
             Err(_) => {
                 self.remaining = 0;
-                Some(Err(Error::Malformed {
-                    what: "operator record",
-                }))
+                Some(Err(crate::ops::left_out_op_error(self.rest).unwrap_or(
+                    Error::Malformed {
+                        what: "operator record",
+                    },
+                )))
             }
         }
     }
@@ -62,6 +64,9 @@ impl Iterator for Ops<'_> {
 impl<'a> Model<'a> {
     /// Parses and validates a model. After this succeeds, [`Model::run`] cannot go out of
     /// bounds on an arena of [`Model::arena_size`] bytes.
+    // Never inlined: called once, and code-size measurements (scripts/firmware/code-size.sh)
+    // then see the loader under the runtime's name rather than inside the caller's `main`.
+    #[inline(never)]
     pub fn load(bytes: &'a [u8]) -> Result<Model<'a>> {
         if !(bytes.as_ptr() as usize).is_multiple_of(4) {
             return Err(Error::MisalignedModel);
@@ -278,6 +283,8 @@ impl<'a> Model<'a> {
     }
 
     /// Like [`Model::run`], calling `observer` around each operator.
+    // Never inlined, like `load`: one call per inference.
+    #[inline(never)]
     pub fn run_observed(&self, arena: &mut [u8], observer: &mut impl Observer) -> Result<()> {
         self.check_arena(arena)?;
         let mut tensors = Tensors {

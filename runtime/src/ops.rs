@@ -2,35 +2,129 @@
 //!
 //! Variants are encoded by position (postcard varint): new variants are only ever appended,
 //! and a change to an existing variant's fields bumps [`crate::format::FORMAT_VERSION`].
+//!
+//! Every variant always exists (the format does not depend on the build), but its kernel is
+//! compiled in only when the cargo features it names are on (`conv2d` + `int8`, ...; see the
+//! crate's `Cargo.toml`). A model that uses a left-out kernel fails to load with
+//! [`Error::OpNotEnabled`]; its code is never referenced, so the linker drops it.
 
 use serde::{Deserialize, Serialize};
 
 use crate::arena::{Tensors, Validator};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels::*;
 use crate::tensor::TensorDef;
 
 macro_rules! ops {
-    ($($variant:ident($ty:ty)),* $(,)?) => {
+    ($($variant:ident($ty:ty) = $flavour:literal if [$f0:literal $(, $feature:literal)*]),* $(,)?) => {
         /// One operator with its kernel-ready parameters.
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Serialize)]
         #[non_exhaustive]
         pub enum Op {
             $($variant($ty),)*
         }
 
+        /// The variants' positions, which are their encoded tags.
+        #[repr(u32)]
+        enum Tag {
+            $($variant,)*
+        }
+
+        /// Per tag: the variant's name, whether this build has its kernel, what it is, and the
+        /// features that add it.
+        const VARIANT_NAMES: &[&str] = &[$(stringify!($variant)),*];
+        const VARIANT_ENABLED: &[bool] = &[$(cfg!(all(feature = $f0 $(, feature = $feature)*))),*];
+        const VARIANT_FLAVOURS: &[&str] = &[$($flavour),*];
+        const VARIANT_FEATURES: &[&str] = &[$(concat!($f0 $(, "+", $feature)*)),*];
+
         impl Op {
-            /// The kernel behind this operator.
-            pub fn kernel(&self) -> &dyn Kernel {
+            fn tag(&self) -> usize {
+                (match self {
+                    $(Op::$variant(_) => Tag::$variant,)*
+                }) as usize
+            }
+
+            /// The kernel behind this operator, or `None` when this build leaves it out (its
+            /// cargo features are off, see [`Op::required_features`]).
+            pub fn kernel(&self) -> Option<&dyn Kernel> {
                 match self {
-                    $(Op::$variant(k) => k,)*
+                    $(Op::$variant(k) => {
+                        #[cfg(all(feature = $f0 $(, feature = $feature)*))]
+                        return Some(k);
+                        #[cfg(not(all(feature = $f0 $(, feature = $feature)*)))]
+                        return {
+                            let _ = k;
+                            None
+                        };
+                    })*
                 }
             }
 
-            /// The variant's name, which says the kernel flavour (`Conv2dS8`, `Conv2dHybrid`).
-            pub fn variant_name(&self) -> &'static str {
+            /// The TFLite builtin name (`CONV_2D`, ...).
+            pub fn name(&self) -> &'static str {
                 match self {
-                    $(Op::$variant(_) => stringify!($variant),)*
+                    $(Op::$variant(k) => k.name(),)*
+                }
+            }
+
+            /// The tensor the operator writes.
+            pub fn output(&self) -> &TensorDef {
+                match self {
+                    $(Op::$variant(k) => k.output(),)*
+                }
+            }
+
+            /// Calls `f` for every input tensor (activations and constants), in TFLite's order.
+            pub fn for_each_input(&self, f: &mut dyn FnMut(&TensorDef)) {
+                match self {
+                    $(Op::$variant(k) => k.for_each_input(f),)*
+                }
+            }
+
+            /// Multiply-accumulates per inference (0 for data movement ops).
+            pub fn macs(&self) -> u64 {
+                match self {
+                    $(Op::$variant(k) => k.macs(),)*
+                }
+            }
+        }
+
+        /// Decodes the variant's fields only for kernels this build has, so a left-out
+        /// kernel's decoder is not linked either; other tags fail (see [`left_out_op_error`]).
+        impl<'de> Deserialize<'de> for Op {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> core::result::Result<Op, D::Error> {
+                deserializer.deserialize_enum("Op", VARIANT_NAMES, OpVisitor)
+            }
+        }
+
+        struct OpVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for OpVisitor {
+            type Value = Op;
+
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("an ember operator")
+            }
+
+            fn visit_enum<A: serde::de::EnumAccess<'de>>(
+                self,
+                data: A,
+            ) -> core::result::Result<Op, A::Error> {
+                use serde::de::{Error as _, VariantAccess as _};
+                let (VariantTag(tag), variant) = data.variant::<VariantTag>()?;
+                match tag {
+                    $(t if t == Tag::$variant as u32 => {
+                        #[cfg(all(feature = $f0 $(, feature = $feature)*))]
+                        return variant.newtype_variant::<$ty>().map(Op::$variant);
+                        #[cfg(not(all(feature = $f0 $(, feature = $feature)*)))]
+                        return {
+                            let _ = variant;
+                            Err(A::Error::custom("operator kernel not in this build"))
+                        };
+                    })*
+                    _ => Err(A::Error::custom("unknown operator")),
                 }
             }
         }
@@ -38,55 +132,135 @@ macro_rules! ops {
 }
 
 ops! {
-    Conv2dS8(conv::Conv2dS8),
-    Conv2dF32(conv::Conv2dF32),
-    Conv2dHybrid(conv::Conv2dHybrid),
-    DepthwiseConv2dS8(depthwise::DepthwiseConv2dS8),
-    DepthwiseConv2dF32(depthwise::DepthwiseConv2dF32),
-    DepthwiseConv2dHybrid(depthwise::DepthwiseConv2dHybrid),
-    FullyConnectedS8(fully_connected::FullyConnectedS8),
-    FullyConnectedF32(fully_connected::FullyConnectedF32),
-    FullyConnectedHybrid(fully_connected::FullyConnectedHybrid),
-    Pool2dS8(pooling::Pool2dS8),
-    Pool2dF32(pooling::Pool2dF32),
-    AddS8(elementwise::AddS8),
-    AddF32(elementwise::AddF32),
-    MulS8(elementwise::MulS8),
-    MulF32(elementwise::MulF32),
-    Pad(pad::Pad),
-    MeanS8(reduce::MeanS8),
-    MeanF32(reduce::MeanF32),
-    Reshape(reshape::Reshape),
-    Concatenation(concat::Concatenation),
-    SoftmaxS8(activations::SoftmaxS8),
-    SoftmaxF32(activations::SoftmaxF32),
-    LogisticS8(activations::LogisticS8),
-    LogisticF32(activations::LogisticF32),
-    TanhS8(activations::TanhS8),
-    TanhF32(activations::TanhF32),
-    QuantizeF32ToS8(quantize::QuantizeF32ToS8),
-    RequantizeS8(quantize::RequantizeS8),
-    DequantizeS8ToF32(quantize::DequantizeS8ToF32),
+    Conv2dS8(conv::Conv2dS8) = "CONV_2D int8" if ["conv2d", "int8"],
+    Conv2dF32(conv::Conv2dF32) = "CONV_2D float32" if ["conv2d", "float"],
+    Conv2dHybrid(conv::Conv2dHybrid) = "CONV_2D hybrid" if ["conv2d", "hybrid"],
+    DepthwiseConv2dS8(depthwise::DepthwiseConv2dS8) = "DEPTHWISE_CONV_2D int8" if ["depthwise-conv2d", "int8"],
+    DepthwiseConv2dF32(depthwise::DepthwiseConv2dF32) = "DEPTHWISE_CONV_2D float32" if ["depthwise-conv2d", "float"],
+    DepthwiseConv2dHybrid(depthwise::DepthwiseConv2dHybrid) = "DEPTHWISE_CONV_2D hybrid" if ["depthwise-conv2d", "hybrid"],
+    FullyConnectedS8(fully_connected::FullyConnectedS8) = "FULLY_CONNECTED int8" if ["fully-connected", "int8"],
+    FullyConnectedF32(fully_connected::FullyConnectedF32) = "FULLY_CONNECTED float32" if ["fully-connected", "float"],
+    FullyConnectedHybrid(fully_connected::FullyConnectedHybrid) = "FULLY_CONNECTED hybrid" if ["fully-connected", "hybrid"],
+    Pool2dS8(pooling::Pool2dS8) = "AVERAGE_POOL_2D/MAX_POOL_2D int8" if ["pool2d", "int8"],
+    Pool2dF32(pooling::Pool2dF32) = "AVERAGE_POOL_2D/MAX_POOL_2D float32" if ["pool2d", "float"],
+    AddS8(elementwise::AddS8) = "ADD int8" if ["add", "int8"],
+    AddF32(elementwise::AddF32) = "ADD float32" if ["add", "float"],
+    MulS8(elementwise::MulS8) = "MUL int8" if ["mul", "int8"],
+    MulF32(elementwise::MulF32) = "MUL float32" if ["mul", "float"],
+    Pad(pad::Pad) = "PAD" if ["pad"],
+    MeanS8(reduce::MeanS8) = "MEAN int8" if ["mean", "int8"],
+    MeanF32(reduce::MeanF32) = "MEAN float32" if ["mean", "float"],
+    Reshape(reshape::Reshape) = "RESHAPE" if ["reshape"],
+    Concatenation(concat::Concatenation) = "CONCATENATION" if ["concatenation"],
+    SoftmaxS8(activations::SoftmaxS8) = "SOFTMAX int8" if ["softmax", "int8"],
+    SoftmaxF32(activations::SoftmaxF32) = "SOFTMAX float32" if ["softmax", "float"],
+    LogisticS8(activations::LogisticS8) = "LOGISTIC int8" if ["logistic", "int8"],
+    LogisticF32(activations::LogisticF32) = "LOGISTIC float32" if ["logistic", "float"],
+    TanhS8(activations::TanhS8) = "TANH int8" if ["tanh", "int8"],
+    TanhF32(activations::TanhF32) = "TANH float32" if ["tanh", "float"],
+    QuantizeF32ToS8(quantize::QuantizeF32ToS8) = "QUANTIZE float32 to int8" if ["quantize", "float"],
+    RequantizeS8(quantize::RequantizeS8) = "QUANTIZE int8 to int8" if ["quantize", "int8"],
+    DequantizeS8ToF32(quantize::DequantizeS8ToF32) = "DEQUANTIZE int8 to float32" if ["quantize", "float"],
 }
 
 impl Op {
-    pub fn name(&self) -> &'static str {
-        self.kernel().name()
+    /// Whether this build has the operator's kernel.
+    pub fn is_enabled(&self) -> bool {
+        VARIANT_ENABLED.get(self.tag()).copied().unwrap_or(false)
     }
 
+    /// The cargo features of `ember-runtime` this operator's kernel needs, joined by `+`
+    /// (`"conv2d+int8"`).
+    pub fn required_features(&self) -> &'static str {
+        VARIANT_FEATURES.get(self.tag()).copied().unwrap_or("")
+    }
+
+    /// The operator and its element types, for messages (`"CONV_2D float32"`).
+    pub fn flavour(&self) -> &'static str {
+        VARIANT_FLAVOURS.get(self.tag()).copied().unwrap_or("")
+    }
+
+    /// The variant's name, which says the kernel flavour (`Conv2dS8`, `Conv2dHybrid`).
+    pub fn variant_name(&self) -> &'static str {
+        VARIANT_NAMES.get(self.tag()).copied().unwrap_or("")
+    }
+
+    /// Load-time checks (see [`Kernel::validate`]); [`Error::OpNotEnabled`] when this build
+    /// leaves the kernel out.
     pub fn validate(&self, v: &Validator) -> Result<()> {
-        self.kernel().validate(v)
+        match self.kernel() {
+            Some(kernel) => kernel.validate(v),
+            None => Err(self.not_enabled()),
+        }
     }
 
+    /// Runs the operator.
     pub fn eval(&self, t: &mut Tensors<'_>) -> Result<()> {
-        self.kernel().eval(t)
+        match self.kernel() {
+            Some(kernel) => kernel.eval(t),
+            None => Err(self.not_enabled()),
+        }
     }
 
-    pub fn output(&self) -> &TensorDef {
-        self.kernel().output()
+    /// The error for an operator whose kernel this build leaves out.
+    fn not_enabled(&self) -> Error {
+        Error::OpNotEnabled {
+            op: self.flavour(),
+            features: self.required_features(),
+        }
+    }
+}
+
+/// A variant tag as postcard encodes it (a varint position) or, for self-describing formats,
+/// the variant's name.
+struct VariantTag(u32);
+
+impl<'de> Deserialize<'de> for VariantTag {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> core::result::Result<Self, D::Error> {
+        d.deserialize_identifier(VariantTagVisitor)
+    }
+}
+
+struct VariantTagVisitor;
+
+impl serde::de::Visitor<'_> for VariantTagVisitor {
+    type Value = VariantTag;
+
+    fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("an operator variant")
     }
 
-    pub fn macs(&self) -> u64 {
-        self.kernel().macs()
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> core::result::Result<VariantTag, E> {
+        u32::try_from(v)
+            .map(VariantTag)
+            .map_err(|_| E::custom("operator tag out of range"))
     }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> core::result::Result<VariantTag, E> {
+        VARIANT_NAMES
+            .iter()
+            .position(|name| *name == v)
+            .map(|i| VariantTag(i as u32))
+            .ok_or_else(|| E::unknown_variant(v, VARIANT_NAMES))
+    }
+}
+
+/// For an operator record that failed to decode: [`Error::OpNotEnabled`] when its tag (the
+/// leading postcard varint) names a variant whose kernel this build leaves out.
+pub(crate) fn left_out_op_error(record: &[u8]) -> Option<Error> {
+    let mut tag: u32 = 0;
+    for (i, &byte) in record.iter().take(5).enumerate() {
+        tag |= u32::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            let tag = tag as usize;
+            return match VARIANT_ENABLED.get(tag) {
+                Some(false) => Some(Error::OpNotEnabled {
+                    op: VARIANT_FLAVOURS.get(tag).copied().unwrap_or(""),
+                    features: VARIANT_FEATURES.get(tag).copied().unwrap_or(""),
+                }),
+                _ => None,
+            };
+        }
+    }
+    None
 }

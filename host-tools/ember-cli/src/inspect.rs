@@ -63,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let op = op?;
         let mut inputs = Vec::new();
         let mut weight_bytes = 0usize;
-        op.kernel().for_each_input(&mut |t| {
+        op.for_each_input(&mut |t| {
             if t.is_const() {
                 weight_bytes += t.byte_len().unwrap_or(0);
             } else {
