@@ -7,7 +7,8 @@ use cortex_m::peripheral::{syst::SystClkSource, SYST};
 /// Instructions per SysTick tick under QEMU `-icount shift=0`.
 pub const INSTRUCTIONS_PER_TICK: u64 = 40;
 
-const RELOAD: u32 = 0x00ff_ffff;
+/// SysTick's reload value: the counter runs from here down to 0, a 2^24-tick period.
+pub const RELOAD: u32 = 0x00ff_ffff;
 
 /// A free-running 24-bit SysTick with a software overflow count (polled, so measure spans
 /// shorter than one wrap between polls: 2^24 ticks, 671 M instructions under QEMU).

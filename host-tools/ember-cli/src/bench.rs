@@ -1,4 +1,4 @@
-//! `ember bench`: host latency of a model.
+//! `ember bench`: host latency of a model, or instructions on a (emulated) board with `--board`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::inspect::load_file;
 
-/// Measure inference latency on this machine.
+/// Measure inference latency on this machine, or instructions on an emulated board.
 #[derive(Debug, clap::Args)]
 #[command(
     long_about = "Measure how long one inference takes on this machine: runs the model \
@@ -19,10 +19,22 @@ is all zeros (latency does not depend on values). --profile adds time per operat
 
 Build with `cargo build --release -p ember-cli` for meaningful numbers.
 
+With --board qemu-mps2-an386 it instead builds the board's benchmark firmware (release) with the \
+model embedded, runs it on QEMU's emulated Cortex-M4 (-icount shift=0: deterministic instruction \
+counts, SysTick ticks x 40), checks its output bytes equal the host runtime's for the same input, \
+and reports instructions per inference, arena, stack high-water mark, model bytes and code bytes \
+(function sizes from arm-none-eabi-nm: the ember_runtime ones, kernels separately, and all); \
+--profile adds instructions per operator. Needs the repository's boards/ directory (found from \
+the current directory, or --board-dir), a thumbv7em toolchain (rustup target, or Debian's \
+rustc-web + rust-web-src), gcc-arm-none-eabi, binutils-arm-none-eabi and qemu-system-arm. \
+Build progress goes to stderr; the first build takes minutes.
+
 Examples:
   ember bench kws.emb
   ember bench kws.emb --runs 1000 --warmup 50 --profile
-  ember bench kws.emb --json"
+  ember bench kws.emb --json
+  ember bench kws.emb --board qemu-mps2-an386 --profile
+  ember bench ad.emb --board qemu-mps2-an386 --json --target-dir /tmp/ember-bench"
 )]
 pub struct Args {
     /// The .emb model.
@@ -39,6 +51,18 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Run on this board's emulator instead of the host (qemu-mps2-an386).
+    #[arg(long)]
+    pub board: Option<String>,
+    /// The board crate [default: boards/<board> in the current directory or a parent].
+    #[arg(long, requires = "board")]
+    pub board_dir: Option<PathBuf>,
+    /// Cargo target directory for the firmware build [default: <board-dir>/target].
+    #[arg(long, requires = "board")]
+    pub target_dir: Option<PathBuf>,
+    /// Seconds the emulator may run before it is stopped.
+    #[arg(long, default_value_t = 300, requires = "board")]
+    pub timeout: u64,
 }
 
 /// Accumulates time spent in each operator.
@@ -67,6 +91,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(board) = &args.board {
+        return crate::board_bench::run(crate::board_bench::Request {
+            model: &args.model,
+            board,
+            board_dir: args.board_dir.as_deref(),
+            target_dir: args.target_dir.as_deref(),
+            timeout: Duration::from_secs(args.timeout),
+            profile: args.profile,
+            json: args.json,
+        });
+    }
     let bytes = load_file(&args.model)?;
     let model = Model::load(bytes.as_slice())?;
     let mut arena = AlignedBytes::zeroed(model.arena_size());

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod board_bench;
 mod convert;
 mod device;
 mod host_stream;

@@ -9,6 +9,15 @@
 //!   `output[<i>]=<hex>`
 //!   `instructions_per_inference=<n>` (SysTick ticks * 40 under `-icount shift=0`)
 //!   `stack high-water mark: <n> bytes (load and setup: <n>, inference: <n>); arena: <n> bytes`
+//!   `op[<i>] name=<op> kernel=<variant> instructions=<n>` (one per operator, second run)
+//!   `profile window_overhead_instructions=<n> calibration_windows=<n> calibration_ticks=<n>`
+//!   `ember-bench done`
+//!
+//! The per-operator counts come from a second inference through `Model::run_observed` with an
+//! observer that reads SysTick before and after each operator (QEMU has no DWT cycle counter).
+//! Each count is raw: SysTick's resolution is 40 instructions, and every window also holds the
+//! observer's own few instructions, which the `profile` line measures by timing empty windows
+//! (the host subtracts it). The second run must produce the same output bytes as the first.
 //!
 //! The stack is painted at the top of `main` and again just before the inference, so the
 //! inference figure is `main`'s frame plus everything `Model::run` calls; the first figure is
@@ -19,7 +28,7 @@
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{hprint, hprintln};
 use ember_board_qemu_mps2_an386::{exit, exit_on_panic, instructions, stack};
-use ember_runtime::{Model, ARENA_ALIGN};
+use ember_runtime::{Model, Observer, Op, ARENA_ALIGN};
 
 const MODEL_BYTES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bench_model.emb"));
 
@@ -43,6 +52,66 @@ fn fill_input(bytes: &mut [u8]) {
     for b in bytes {
         state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
         *b = (state >> 24) as u8;
+    }
+}
+
+/// Operators profiled; a larger model prints the first ones and says it truncated.
+const MAX_PROFILED_OPS: usize = 1024;
+
+/// Empty observer windows timed to measure what a window adds besides the operator.
+const CALIBRATION_WINDOWS: u32 = 400;
+
+/// SysTick ticks between `before_op` and `after_op` of each operator.
+struct OpTicks<'a> {
+    started: u32,
+    ticks: &'a mut [u32; MAX_PROFILED_OPS],
+}
+
+impl Observer for OpTicks<'_> {
+    #[inline(always)]
+    fn before_op(&mut self, _index: usize, _op: &Op) {
+        self.started = cortex_m::peripheral::SYST::get_current();
+    }
+
+    #[inline(always)]
+    fn after_op(&mut self, index: usize, _op: &Op) {
+        let now = cortex_m::peripheral::SYST::get_current();
+        if let Some(slot) = self.ticks.get_mut(index) {
+            // SysTick counts down and wraps at 2^24.
+            *slot = self.started.wrapping_sub(now) & instructions::RELOAD;
+        }
+    }
+}
+
+static mut OP_TICKS: [u32; MAX_PROFILED_OPS] = [0; MAX_PROFILED_OPS];
+
+/// FNV-1a over every output, to check that the profiled run computes the same result.
+fn outputs_digest(model: &Model<'_>, arena: &mut [u8]) -> Option<u32> {
+    let mut hash: u32 = 0x811c_9dc5;
+    for index in 0..model.outputs().len() {
+        for &b in model.output(arena, index).ok()? {
+            hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+    }
+    Some(hash)
+}
+
+// Not inlined, like `profile`: `main`'s frame (part of the inference stack figure) stays small.
+#[inline(never)]
+fn fill_inputs(model: &Model<'_>, arena: &mut [u8], print: bool) {
+    for index in 0..model.inputs().len() {
+        match model.input_mut(arena, index) {
+            Ok(input) => {
+                fill_input(input);
+                if print {
+                    print_hex("input", index, input);
+                }
+            }
+            Err(err) => {
+                hprintln!("ember-bench: input {}: {:?}", index, err);
+                exit(false)
+            }
+        }
     }
 }
 
@@ -90,18 +159,7 @@ fn main() -> ! {
         model.arena_size(),
         model.op_count()
     );
-    for index in 0..model.inputs().len() {
-        match model.input_mut(arena, index) {
-            Ok(input) => {
-                fill_input(input);
-                print_hex("input", index, input);
-            }
-            Err(err) => {
-                hprintln!("ember-bench: input {}: {:?}", index, err);
-                exit(false)
-            }
-        }
-    }
+    fill_inputs(&model, arena, true);
     let setup_stack = stack::high_water_mark();
     stack::paint();
     let (result, elapsed) = ticks.measure(|| model.run(arena));
@@ -130,5 +188,75 @@ fn main() -> ! {
         inference_stack,
         model.arena_size()
     );
+    profile(&model, arena);
+    hprintln!("ember-bench done");
     exit(true)
+}
+
+/// Runs the model again with a SysTick observer and prints the ticks of every operator, then
+/// times empty observer windows so the host can subtract the observer's own instructions.
+#[inline(never)]
+fn profile(model: &Model<'_>, arena: &mut [u8]) {
+    let Some(first_digest) = outputs_digest(model, arena) else {
+        hprintln!("ember-bench: cannot read the outputs");
+        exit(false)
+    };
+    // The planner may reuse the input's bytes for activations: write the input again.
+    fill_inputs(model, arena, false);
+    // SAFETY: the only reference to OP_TICKS, taken once here.
+    let op_ticks = unsafe { &mut *core::ptr::addr_of_mut!(OP_TICKS) };
+    let mut observer = OpTicks {
+        started: 0,
+        ticks: op_ticks,
+    };
+    if let Err(err) = model.run_observed(arena, &mut observer) {
+        hprintln!("ember-bench: profiled inference failed: {:?}", err);
+        exit(false);
+    }
+    if outputs_digest(model, arena) != Some(first_digest) {
+        hprintln!("ember-bench: the profiled run's output differs from the first run");
+        exit(false);
+    }
+    for (index, op) in model.ops().enumerate().take(MAX_PROFILED_OPS) {
+        let Ok(op) = op else {
+            hprintln!("ember-bench: operator {} cannot be decoded", index);
+            exit(false)
+        };
+        let count = observer.ticks.get(index).copied().unwrap_or(0);
+        hprintln!(
+            "op[{}] name={} kernel={} instructions={}",
+            index,
+            op.name(),
+            op.variant_name(),
+            u64::from(count) * instructions::INSTRUCTIONS_PER_TICK
+        );
+    }
+    if model.op_count() > MAX_PROFILED_OPS {
+        hprintln!(
+            "ember-bench: profile truncated to the first {} of {} operators",
+            MAX_PROFILED_OPS,
+            model.op_count()
+        );
+    }
+
+    // The same observer around no operator: what remains is the observer's window overhead.
+    let Some(Ok(first_op)) = model.ops().next() else {
+        exit(false)
+    };
+    let windows_ticks: u32 = {
+        let mut total: u32 = 0;
+        for _ in 0..CALIBRATION_WINDOWS {
+            observer.before_op(0, core::hint::black_box(&first_op));
+            observer.after_op(0, core::hint::black_box(&first_op));
+            total = total.wrapping_add(core::hint::black_box(observer.ticks[0]));
+        }
+        total
+    };
+    let windows = u64::from(CALIBRATION_WINDOWS);
+    hprintln!(
+        "profile window_overhead_instructions={} calibration_windows={} calibration_ticks={}",
+        (u64::from(windows_ticks) * instructions::INSTRUCTIONS_PER_TICK + windows / 2) / windows,
+        CALIBRATION_WINDOWS,
+        windows_ticks
+    );
 }
