@@ -472,6 +472,34 @@ fn conv_4px<const FULL_RANGE: bool>(
                     *t = *v as i32 + p.input_offset;
                 }
             }
+            if count == BLOCK && tail == depth && groups > 0 {
+                // The common case, with nothing to check per channel: whole groups, 4 pixels.
+                let finish = |a: i32, r: BoundedRequantizer| {
+                    clamp_to_int8::<FULL_RANGE>(
+                        r.apply(a).wrapping_add(p.output_offset),
+                        p.act_min,
+                        p.act_max,
+                    )
+                };
+                // SAFETY: `(pixel + 3) * out_c + c < pixels * out_c <= output.len()` for every
+                // channel `c < out_c`; the filter holds `out_c * depth` values and `wide`
+                // `groups * 8` aligned words (checked above); `c - chunk < CHANNEL_CHUNK`.
+                unsafe {
+                    let first = output.as_mut_ptr().add(pixel * d.out_c);
+                    for c in chunk..chunk_end {
+                        let (b, r) = *params.get_unchecked(c - chunk);
+                        let acc =
+                            dot_block(wide.as_ptr(), filter.as_ptr().add(c * depth), groups, b);
+                        let out = first.add(c);
+                        *out = finish(acc[0], r);
+                        *out.add(d.out_c) = finish(acc[1], r);
+                        *out.add(2 * d.out_c) = finish(acc[2], r);
+                        *out.add(3 * d.out_c) = finish(acc[3], r);
+                    }
+                }
+                pixel += BLOCK;
+                continue;
+            }
             // Slots past `count` keep stale values whose sums are never stored.
             for c in chunk..chunk_end {
                 let (b, r) = params[c - chunk];
@@ -626,12 +654,9 @@ fn depthwise_bounded<const FULL_RANGE: bool>(
                     let mut fw = wide_filter.as_ptr();
                     let mut c = chunk;
                     while c < vector_end {
-                        let mut acc = [
-                            params[c - chunk].0,
-                            params[c - chunk + 1].0,
-                            params[c - chunk + 2].0,
-                            params[c - chunk + 3].0,
-                        ];
+                        // SAFETY: `c + 3 - chunk < chunk_size <= CHANNEL_CHUNK`.
+                        let group = unsafe { params.get_unchecked(c - chunk..c - chunk + 4) };
+                        let mut acc = [group[0].0, group[1].0, group[2].0, group[3].0];
                         for row in &rows[..taps] {
                             // SAFETY: every row addresses `channels` readable values (an input
                             // pixel or the padding row) and `c + 4 <= channels`; `fw` walks the
@@ -648,12 +673,9 @@ fn depthwise_bounded<const FULL_RANGE: bool>(
                             acc[1] = smlabb(a13, f13, acc[1]);
                             acc[3] = smlatt(a13, f13, acc[3]);
                         }
-                        for (lane, &a) in acc.iter().enumerate() {
+                        for (lane, (&a, &(_, r))) in acc.iter().zip(group).enumerate() {
                             let v = clamp_to_int8::<FULL_RANGE>(
-                                params[c - chunk + lane]
-                                    .1
-                                    .apply(a)
-                                    .wrapping_add(p.output_offset),
+                                r.apply(a).wrapping_add(p.output_offset),
                                 p.act_min,
                                 p.act_max,
                             );

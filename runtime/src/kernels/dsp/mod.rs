@@ -310,6 +310,7 @@ impl BoundedRequantizer {
 
     /// Equals `multiply_by_quantized_multiplier(acc, multiplier, shift)` for `acc` within the
     /// bound given to [`BoundedRequantizer::new`].
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
     #[inline(always)]
     pub fn apply(self, acc: i32) -> i32 {
         let x = simd::smmulr(acc.wrapping_shl(self.left_shift1), self.multiplier);
@@ -317,6 +318,35 @@ impl BoundedRequantizer {
             .wrapping_add(x.wrapping_shl(1))
             .wrapping_add(x >> 31)
             >> self.right_shift1
+    }
+
+    /// Equals `multiply_by_quantized_multiplier(acc, multiplier, shift)` for `acc` within the
+    /// bound given to [`BoundedRequantizer::new`]: the emulated version's five instructions
+    /// (register shifts take the amounts as they are, which [`BoundedRequantizer::new`] keeps
+    /// below 32, so no masking as Rust's shifts would add).
+    #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+    #[inline(always)]
+    pub fn apply(self, acc: i32) -> i32 {
+        let r: i32;
+        // SAFETY: register-only instructions.
+        unsafe {
+            core::arch::asm!(
+                "lsl {t}, {acc}, {ls1}",
+                "smmulr {t}, {t}, {m}",
+                "add {r}, {round}, {t}, lsl #1",
+                "add {r}, {r}, {t}, asr #31",
+                "asr {r}, {r}, {rs1}",
+                acc = in(reg) acc,
+                ls1 = in(reg) self.left_shift1,
+                m = in(reg) self.multiplier,
+                round = in(reg) self.round,
+                rs1 = in(reg) self.right_shift1,
+                t = out(reg) _,
+                r = out(reg) r,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+        r
     }
 }
 
