@@ -232,6 +232,99 @@ fn conv2d_s8_dsp_2x2(
 /// Pixels per block of the 4-pixel GEMM.
 const BLOCK: usize = 4;
 
+/// A channel's bias and requantizer, laid out for the `asm!` in [`requantize4_store`]:
+/// bias at byte 0, then [`BoundedRequantizer`]'s multiplier, `left_shift + 1`,
+/// `2^right_shift`, `right_shift + 1` at bytes 4, 8, 12, 16; 20 bytes per channel.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
+struct ChannelParams {
+    bias: i32,
+    requant: BoundedRequantizer,
+}
+
+/// Requantizes the accumulators of 4 consecutive channels (parameters at `params[0..4]`)
+/// and stores them to `out[0..4]`, for the full int8 activation range: per output two
+/// `LDRD`s of its parameters and the requantizer's five instructions, `ADD` of the output
+/// offset, `SSAT`, `STRB` (in Rust, LLVM spills the 16 parameters around the loop).
+///
+/// # Safety
+/// `params` must point to 4 readable [`ChannelParams`] and `out` to 4 writable bytes.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+#[inline(always)]
+unsafe fn requantize4_store(
+    acc: [i32; 4],
+    params: *const ChannelParams,
+    out: *mut i8,
+    output_offset: i32,
+) {
+    macro_rules! one {
+        ($a:literal, $m:literal, $r:literal, $o:literal) => {
+            concat!(
+                "ldrd {m}, {ls}, [{p}, #",
+                $m,
+                "]\n",
+                "ldrd {rnd}, {rs}, [{p}, #",
+                $r,
+                "]\n",
+                "lsl {ls}, {",
+                $a,
+                "}, {ls}\n",
+                "smmulr {ls}, {ls}, {m}\n",
+                "add {rnd}, {rnd}, {ls}, lsl #1\n",
+                "add {rnd}, {rnd}, {ls}, asr #31\n",
+                "asr {rnd}, {rnd}, {rs}\n",
+                "add {rnd}, {rnd}, {off}\n",
+                "ssat {rnd}, #8, {rnd}\n",
+                "strb {rnd}, [{out}, #",
+                $o,
+                "]\n",
+            )
+        };
+    }
+    // SAFETY: reads the 80 bytes of `params[0..4]`, writes `out[0..4]` (the caller's guarantee).
+    unsafe {
+        core::arch::asm!(
+            one!("a0", "4", "12", "0"),
+            one!("a1", "24", "32", "1"),
+            one!("a2", "44", "52", "2"),
+            one!("a3", "64", "72", "3"),
+            a0 = in(reg) acc[0],
+            a1 = in(reg) acc[1],
+            a2 = in(reg) acc[2],
+            a3 = in(reg) acc[3],
+            p = in(reg) params,
+            out = in(reg) out,
+            off = in(reg) output_offset,
+            m = out(reg) _,
+            ls = out(reg) _,
+            rnd = out(reg) _,
+            rs = out(reg) _,
+            options(nostack),
+        );
+    }
+}
+
+/// Emulation twin of the `asm!` [`requantize4_store`].
+///
+/// # Safety
+/// As the `asm!` version.
+#[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+#[inline(always)]
+unsafe fn requantize4_store(
+    acc: [i32; 4],
+    params: *const ChannelParams,
+    out: *mut i8,
+    output_offset: i32,
+) {
+    for (j, &a) in acc.iter().enumerate() {
+        // SAFETY: `j < 4`, within the caller's guarantee.
+        unsafe {
+            let r = (*params.add(j)).requant;
+            *out.add(j) = simd::ssat8(r.apply(a).wrapping_add(output_offset)) as i8;
+        }
+    }
+}
+
 /// Bias and bounded requantizer of each channel in `start..start + CHANNEL_CHUNK` (clipped to
 /// `channels`); `None` when a channel's accumulator may exceed [`BoundedRequantizer`]'s range.
 fn bounded_params(
@@ -241,8 +334,8 @@ fn bounded_params(
     terms: usize,
     start: usize,
     channels: usize,
-) -> Option<[(i32, BoundedRequantizer); CHANNEL_CHUNK]> {
-    let mut params = [(0, BoundedRequantizer::default()); CHANNEL_CHUNK];
+) -> Option<[ChannelParams; CHANNEL_CHUNK]> {
+    let mut params = [ChannelParams::default(); CHANNEL_CHUNK];
     let products = (terms as u64).checked_mul(MAX_PRODUCT)?;
     for (i, slot) in params
         .iter_mut()
@@ -252,10 +345,14 @@ fn bounded_params(
         let c = start + i;
         let b = bias.map_or(0, |b| b[c]);
         let bound = products.checked_add(b.unsigned_abs() as u64)?;
-        *slot = (
-            b,
-            BoundedRequantizer::new(per_channel(multipliers, c), per_channel(shifts, c), bound)?,
-        );
+        *slot = ChannelParams {
+            bias: b,
+            requant: BoundedRequantizer::new(
+                per_channel(multipliers, c),
+                per_channel(shifts, c),
+                bound,
+            )?,
+        };
     }
     Some(params)
 }
@@ -487,7 +584,10 @@ fn conv_4px<const FULL_RANGE: bool>(
                 unsafe {
                     let first = output.as_mut_ptr().add(pixel * d.out_c);
                     for c in chunk..chunk_end {
-                        let (b, r) = *params.get_unchecked(c - chunk);
+                        let ChannelParams {
+                            bias: b,
+                            requant: r,
+                        } = *params.get_unchecked(c - chunk);
                         let acc =
                             dot_block(wide.as_ptr(), filter.as_ptr().add(c * depth), groups, b);
                         let out = first.add(c);
@@ -502,7 +602,10 @@ fn conv_4px<const FULL_RANGE: bool>(
             }
             // Slots past `count` keep stale values whose sums are never stored.
             for c in chunk..chunk_end {
-                let (b, r) = params[c - chunk];
+                let ChannelParams {
+                    bias: b,
+                    requant: r,
+                } = params[c - chunk];
                 let row = c * depth;
                 let mut acc = if groups > 0 {
                     // SAFETY: `wide` holds `groups * 8` aligned words, the filter
@@ -656,7 +759,7 @@ fn depthwise_bounded<const FULL_RANGE: bool>(
                     while c < vector_end {
                         // SAFETY: `c + 3 - chunk < chunk_size <= CHANNEL_CHUNK`.
                         let group = unsafe { params.get_unchecked(c - chunk..c - chunk + 4) };
-                        let mut acc = [group[0].0, group[1].0, group[2].0, group[3].0];
+                        let mut acc = [group[0].bias, group[1].bias, group[2].bias, group[3].bias];
                         for row in &rows[..taps] {
                             // SAFETY: every row addresses `channels` readable values (an input
                             // pixel or the padding row) and `c + 4 <= channels`; `fw` walks the
@@ -673,7 +776,21 @@ fn depthwise_bounded<const FULL_RANGE: bool>(
                             acc[1] = smlabb(a13, f13, acc[1]);
                             acc[3] = smlatt(a13, f13, acc[3]);
                         }
-                        for (lane, (&a, &(_, r))) in acc.iter().zip(group).enumerate() {
+                        if FULL_RANGE {
+                            // SAFETY: `group` is 4 entries; `out_at + c + 4 <= output.len()`.
+                            unsafe {
+                                requantize4_store(
+                                    acc,
+                                    group.as_ptr(),
+                                    output.as_mut_ptr().add(out_at + c),
+                                    p.output_offset,
+                                );
+                            }
+                            c += 4;
+                            continue;
+                        }
+                        for (lane, (&a, prm)) in acc.iter().zip(group).enumerate() {
+                            let r = prm.requant;
                             let v = clamp_to_int8::<FULL_RANGE>(
                                 r.apply(a).wrapping_add(p.output_offset),
                                 p.act_min,
@@ -685,7 +802,7 @@ fn depthwise_bounded<const FULL_RANGE: bool>(
                         c += 4;
                     }
                     while c < chunk_end {
-                        let mut acc = params[c - chunk].0;
+                        let mut acc = params[c - chunk].bias;
                         for (t, row) in rows[..taps].iter().enumerate() {
                             // SAFETY: as above, one value at channel `c < channels`.
                             let x = unsafe { *row.add(c) };
@@ -693,7 +810,10 @@ fn depthwise_bounded<const FULL_RANGE: bool>(
                             acc = acc.wrapping_add(f * (x as i32 + p.input_offset));
                         }
                         output[out_at + c] = clamp_to_int8::<FULL_RANGE>(
-                            params[c - chunk].1.apply(acc).wrapping_add(p.output_offset),
+                            params[c - chunk]
+                                .requant
+                                .apply(acc)
+                                .wrapping_add(p.output_offset),
                             p.act_min,
                             p.act_max,
                         );

@@ -273,6 +273,7 @@ pub const MAX_PRODUCT: u64 = 255 * 128;
 ///   overflow (the `- [x < 0]` turns "round half up" into "round half away from zero", the
 ///   reference's `remainder > threshold` test; for `n = 0` it vanishes in the shift).
 #[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
 pub struct BoundedRequantizer {
     multiplier: i32,
     /// `left_shift + 1`.
