@@ -367,3 +367,55 @@ fn host_stream_needs_the_model() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn host_stream_runs_a_sensor_model_on_csv_rows() {
+    let dir = temp_dir("host-stream-imu");
+    let emb = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/imu-basicmotions/basicmotions.emb");
+    // 250 rows of 6 channels; the model's window is 100 rows (600 elements).
+    let mut csv = String::from("acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z\n");
+    for t in 0..250 {
+        let phase = t as f64 * 0.7;
+        let row: Vec<String> = (0..6)
+            .map(|c| format!("{:.3}", (phase + c as f64).sin() * 2.0))
+            .collect();
+        csv.push_str(&row.join(","));
+        csv.push('\n');
+    }
+    let input = dir.join("imu.csv");
+    std::fs::write(&input, csv).unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "stream",
+            "--host",
+            "--model",
+            emb.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--as-fast-as-possible",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        ember(&args)
+    };
+    let out = run(&["--rate", "60", "--hop", "300"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let labels = ["Standing", "Running", "Walking", "Badminton"];
+    let mut ends = Vec::new();
+    for line in text(&out.stdout).lines() {
+        let doc: serde_json::Value = serde_json::from_str(line).unwrap();
+        ends.push(doc["end_sample"].as_u64().unwrap());
+        let label = doc["top"][0]["label"].as_str().unwrap().to_string();
+        assert!(labels.contains(&label.as_str()), "{doc}");
+    }
+    assert_eq!(ends, [600, 900, 1200, 1500]);
+    // A sensor stream has no inherent rate on the host: it must be given.
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--rate"),
+        "{}",
+        text(&out.stderr)
+    );
+}
