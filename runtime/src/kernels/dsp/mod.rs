@@ -23,8 +23,6 @@
 //! - requantization of TFLite's double rounding with one 64-bit multiply-add
 //!   ([`Requantizer`]).
 
-use crate::quant::multiply_by_quantized_multiplier_single_rounding;
-
 use super::conv::{per_channel, tap, Conv2dS8, SpatialDims};
 use super::depthwise::DepthwiseConv2dS8;
 use super::fully_connected::{FcDims, FullyConnectedS8};
