@@ -363,7 +363,7 @@ pub(crate) mod testing {
 
     impl DepthwiseCase {
         pub fn random(rng: &mut Rng) -> DepthwiseCase {
-            let in_c = [1, 7, 8, 16, 24, 33, 64][rng.range(0, 6) as usize];
+            let in_c = [1, 7, 8, 16, 24, 33, 48, 64, 112][rng.range(0, 8) as usize];
             let multiplier = if rng.range(0, 5) == 0 { 2 } else { 1 };
             let out_c = in_c * multiplier;
             let k_h = rng.range(1, 4) as usize;

@@ -17,6 +17,7 @@
 extern crate std;
 
 use core::arch::x86_64::*;
+use core::mem::MaybeUninit;
 
 use super::conv::{per_channel, tap, Conv2dS8, SpatialDims};
 use super::depthwise::DepthwiseConv2dS8;
@@ -117,7 +118,9 @@ pub fn depthwise_conv2d_s8(
     // SAFETY: feature checked; `depthwise_ok` checked the slice lengths.
     unsafe {
         match isa {
-            Isa::Avx2 => depthwise_s8_avx2(p, &d, &ops, output),
+            Isa::Avx2 if d.filter_h * d.filter_w <= MAX_DEPTHWISE_TAPS => {
+                depthwise_s8_avx2(p, &d, &ops, output)
+            }
             _ => depthwise_s8_sse41(p, &d, &ops, output),
         }
     }
@@ -179,6 +182,24 @@ fn padded_len(k: usize) -> usize {
     (k + 15) & !15
 }
 
+/// Zeroes the first `len` (at most `N`) elements of an uninitialized buffer and returns them:
+/// the kernels run once per operator, and clearing whole `MAX_PATCH` buffers every time costs
+/// more than a small layer's arithmetic.
+#[inline(always)]
+fn zeroed_prefix<T: bytemuck::Zeroable, const N: usize>(
+    buf: &mut MaybeUninit<[T; N]>,
+    len: usize,
+) -> &mut [T] {
+    let len = len.min(N);
+    let first = buf.as_mut_ptr() as *mut T;
+    // SAFETY: `len <= N` elements of the buffer are written with zero bytes, a valid value of
+    // the `Zeroable` element type, before the slice over them is made.
+    unsafe {
+        core::ptr::write_bytes(first, 0, len);
+        core::slice::from_raw_parts_mut(first, len)
+    }
+}
+
 /// Filter rows the SIMD loops may read `kp` bytes from: rows near the end of the filter slice
 /// would read past it, so those are copied into `spare` (zero padded) once per call.
 struct FilterRows<'a> {
@@ -187,20 +208,27 @@ struct FilterRows<'a> {
     kp: usize,
     /// Rows `0..direct` are read in place.
     direct: usize,
-    spare: [i8; MAX_PATCH],
+    /// Rows `direct..` copied and zero padded to `kp` bytes each.
+    spare: &'a [i8],
 }
 
 impl<'a> FilterRows<'a> {
     /// `filter.len() >= rows * k`, `k <= MAX_PATCH` (checked by the callers' `*_ok`).
-    fn new(filter: &'a [i8], rows: usize, k: usize) -> Self {
+    fn new(
+        filter: &'a [i8],
+        rows: usize,
+        k: usize,
+        spare_buf: &'a mut MaybeUninit<[i8; MAX_PATCH]>,
+    ) -> Self {
         let kp = padded_len(k);
         let direct = if filter.len() >= kp {
             ((filter.len() - kp) / k + 1).min(rows)
         } else {
             0
         };
-        let mut spare = [0i8; MAX_PATCH];
-        // At most one row when k >= 16 (kp < 2k), at most 16 rows of 16 bytes below that.
+        // At most one row when k >= 16 (kp < 2k), at most 16 rows of 16 bytes below that: both
+        // fit MAX_PATCH.
+        let spare = zeroed_prefix(spare_buf, (rows - direct) * kp);
         for (r, dst) in (direct..rows).zip(spare.chunks_exact_mut(kp)) {
             dst[..k].copy_from_slice(&filter[r * k..r * k + k]);
         }
@@ -360,6 +388,13 @@ unsafe fn store8_avx2(dst: &mut [i8], v: __m256i) {
     _mm_storel_epi64(out.as_mut_ptr() as *mut __m128i, bytes);
 }
 
+/// int16 elements of the per-call repacked convolution filter (64 KiB on the stack).
+const PACKED_FILTER: usize = 32 * 1024;
+/// Pixels per register block of the packed AVX2 convolution (6 x 2 accumulators).
+const PACKED_PIXELS: usize = 6;
+
+/// AVX2 CONV_2D: the packed kernel when the repacked filter fits [`PACKED_FILTER`], else the
+/// dot-product one.
 #[target_feature(enable = "avx2")]
 unsafe fn conv2d_s8_avx2(
     p: &Conv2dS8,
@@ -368,11 +403,147 @@ unsafe fn conv2d_s8_avx2(
     output: &mut [i8],
     k: usize,
 ) {
+    let k_even = (k + 1) & !1;
+    if d.out_c.div_ceil(16) * 16 * k_even <= PACKED_FILTER {
+        conv2d_s8_avx2_packed(p, d, ops, output, k)
+    } else {
+        conv2d_s8_avx2_dot(p, d, ops, output, k)
+    }
+}
+
+/// Widens the filter to int16 and interleaves it for [`packed_block_avx2`]: per group of 16
+/// output channels and per pair of patch positions `(2j, 2j + 1)`, 32 values
+/// `[c0 2j, c0 2j+1, c1 2j, c1 2j+1, ..., c15 2j+1]`; channels past `out_c` and the odd
+/// position past `k` are zero.
+fn pack_filter(filter: &[i8], out_c: usize, k: usize, packed: &mut [i16]) {
+    let pairs = k.div_ceil(2);
+    for (g, group) in packed.chunks_exact_mut(32 * pairs).enumerate() {
+        for (j, pair) in group.chunks_exact_mut(32).enumerate() {
+            for (lane, dst) in pair.chunks_exact_mut(2).enumerate() {
+                let c = g * 16 + lane;
+                for (t, v) in dst.iter_mut().enumerate() {
+                    let at = 2 * j + t;
+                    *v = if c < out_c && at < k {
+                        filter[c * k + at] as i16
+                    } else {
+                        0
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Accumulators of `P` pixels x 16 channels: `acc[px][h]` holds channels `8h..8h + 8` of the
+/// group whose packed filter starts at `w`. Each step broadcasts two patch values (one int32)
+/// and multiplies them into 8 channels at once, so no horizontal sums are needed.
+///
+/// Safety: AVX2; every patch readable for `2 * pairs` int16, `w` for `32 * pairs`.
+#[inline(always)]
+unsafe fn packed_block_avx2<const P: usize>(
+    patches: *const i16,
+    stride: usize,
+    w: *const i16,
+    pairs: usize,
+) -> [[__m256i; 2]; P] {
+    let mut acc = [[_mm256_setzero_si256(); 2]; P];
+    for j in 0..pairs {
+        let w0 = _mm256_loadu_si256(w.add(32 * j) as *const __m256i);
+        let w1 = _mm256_loadu_si256(w.add(32 * j + 16) as *const __m256i);
+        for (px, acc_px) in acc.iter_mut().enumerate() {
+            let pair = (patches.add(px * stride + 2 * j) as *const i32).read_unaligned();
+            let x = _mm256_set1_epi32(pair);
+            acc_px[0] = _mm256_add_epi32(acc_px[0], _mm256_madd_epi16(x, w0));
+            acc_px[1] = _mm256_add_epi32(acc_px[1], _mm256_madd_epi16(x, w1));
+        }
+    }
+    acc
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn conv2d_s8_avx2_packed(
+    p: &Conv2dS8,
+    d: &SpatialDims,
+    ops: &S8Operands<'_>,
+    output: &mut [i8],
+    k: usize,
+) {
+    let pairs = k.div_ceil(2);
+    let stride = 2 * pairs;
+    let groups = d.out_c.div_ceil(16);
+    let mut packed_buf = MaybeUninit::<[i16; PACKED_FILTER]>::uninit();
+    let packed = zeroed_prefix(&mut packed_buf, groups * 32 * pairs);
+    pack_filter(ops.filter, d.out_c, k, packed);
+    let mut patch_buf = MaybeUninit::<[i16; PACKED_PIXELS * MAX_PATCH]>::uninit();
+    let patches = zeroed_prefix(&mut patch_buf, PACKED_PIXELS * stride);
+    let out_offset = _mm256_set1_epi32(p.output_offset);
+    let lo = _mm256_set1_epi32(p.act_min);
+    let hi = _mm256_set1_epi32(p.act_max);
+    let pixels = d.batches * d.out_h * d.out_w;
+    let mut first = 0;
+    while first < pixels {
+        let count = PACKED_PIXELS.min(pixels - first);
+        for px in 0..count {
+            let n = first + px;
+            let (b, out_y, out_x) = (n / (d.out_h * d.out_w), (n / d.out_w) % d.out_h, n % d.out_w);
+            gather_patch(p, d, ops.input, b, out_y, out_x, &mut patches[px * stride..px * stride + k]);
+        }
+        for g in 0..groups {
+            let acc = packed_block_avx2::<PACKED_PIXELS>(
+                patches.as_ptr(),
+                stride,
+                packed.as_ptr().add(g * 32 * pairs),
+                pairs,
+            );
+            for (px, acc_px) in acc.iter().enumerate().take(count) {
+                let out_at = (first + px) * d.out_c;
+                let out_pixel = &mut output[out_at..out_at + d.out_c];
+                for (h, &acc_h) in acc_px.iter().enumerate() {
+                    let c = g * 16 + h * 8;
+                    if c + 8 <= d.out_c {
+                        let v = finish8_avx2(acc_h, ops, c, out_offset, lo, hi);
+                        store8_avx2(&mut out_pixel[c..], v);
+                    } else if c < d.out_c {
+                        let mut lanes = [0i32; 8];
+                        _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc_h);
+                        for (c, &lane) in (c..d.out_c).zip(&lanes) {
+                            let mut acc = lane;
+                            if let Some(bias) = ops.bias {
+                                acc = acc.wrapping_add(bias[c]);
+                            }
+                            out_pixel[c] = requant_conv_scalar(
+                                acc,
+                                per_channel(ops.multipliers, c),
+                                per_channel(ops.shifts, c),
+                                p.output_offset,
+                                p.act_min,
+                                p.act_max,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        first += count;
+    }
+}
+
+/// AVX2 CONV_2D for filters too large to repack: dot products along the patch.
+#[target_feature(enable = "avx2")]
+unsafe fn conv2d_s8_avx2_dot(
+    p: &Conv2dS8,
+    d: &SpatialDims,
+    ops: &S8Operands<'_>,
+    output: &mut [i8],
+    k: usize,
+) {
     let kp = padded_len(k);
     // CONV_PIXELS im2col rows, zero past `k` (gather_patch writes exactly `k` values).
-    let mut patches = [0i16; CONV_PIXELS * MAX_PATCH];
+    let mut patch_buf = MaybeUninit::<[i16; CONV_PIXELS * MAX_PATCH]>::uninit();
+    let patches = zeroed_prefix(&mut patch_buf, CONV_PIXELS * kp);
     let mut sums = [[0i32; CONV_CHUNK]; CONV_PIXELS];
-    let rows = FilterRows::new(ops.filter, d.out_c, k);
+    let mut spare = MaybeUninit::uninit();
+    let rows = FilterRows::new(ops.filter, d.out_c, k, &mut spare);
     let out_offset = _mm256_set1_epi32(p.output_offset);
     let lo = _mm256_set1_epi32(p.act_min);
     let hi = _mm256_set1_epi32(p.act_max);
@@ -383,7 +554,11 @@ unsafe fn conv2d_s8_avx2(
         let count = CONV_PIXELS.min(pixels - first);
         for px in 0..count {
             let n = first + px;
-            let (b, out_y, out_x) = (n / (d.out_h * d.out_w), (n / d.out_w) % d.out_h, n % d.out_w);
+            let (b, out_y, out_x) = (
+                n / (d.out_h * d.out_w),
+                (n / d.out_w) % d.out_h,
+                n % d.out_w,
+            );
             let dst = &mut patches[px * kp..px * kp + k];
             gather_patch(p, d, ops.input, b, out_y, out_x, dst);
         }
@@ -450,50 +625,44 @@ unsafe fn conv2d_s8_avx2(
     }
 }
 
-/// Accumulates depthwise taps for channels `c..c + 16` of one output pixel into two int32x8.
+/// Filter taps (`kh * kw`) the AVX2 depthwise kernel lists per output pixel; larger filters use
+/// the SSE4.1 kernel.
+const MAX_DEPTHWISE_TAPS: usize = 256;
+/// 16-channel groups per depthwise register block (8 int32 accumulators).
+const DEPTHWISE_GROUPS: usize = 4;
+
+/// Depthwise sums of `G` 16-channel groups from channel `c` over the listed taps (input and
+/// filter offsets of channel 0); `acc[g]` holds channels `c + 16g ..+ 8` and `..+ 16`.
+///
+/// Safety: AVX2; every listed offset plus `c + 16 * G` within its slice.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn depthwise_taps16_avx2(
-    p: &DepthwiseConv2dS8,
-    d: &SpatialDims,
-    ops: &S8Operands<'_>,
-    b: usize,
-    out_y: usize,
-    out_x: usize,
+unsafe fn depthwise_block_avx2<const G: usize>(
+    taps: &[(usize, usize)],
+    input: &[i8],
+    filter: &[i8],
     c: usize,
-    acc: &mut [__m256i; 2],
-) {
-    let w = p.window;
-    let offset = _mm256_set1_epi16(p.input_offset as i16);
-    for fy in 0..d.filter_h {
-        let Some(in_y) = tap(out_y, w.stride_h, w.pad_top, fy, w.dilation_h, d.in_h) else {
-            continue;
-        };
-        for fx in 0..d.filter_w {
-            let Some(in_x) = tap(out_x, w.stride_w, w.pad_left, fx, w.dilation_w, d.in_w) else {
-                continue;
-            };
-            let x_at = d.input_index(b, in_y, in_x, c);
-            let f_at = (fy * d.filter_w + fx) * d.out_c + c;
-            let x8 = &ops.input[x_at..x_at + 16];
-            let f8 = &ops.filter[f_at..f_at + 16];
-            let x = _mm256_add_epi16(
-                _mm256_cvtepi8_epi16(_mm_loadu_si128(x8.as_ptr() as *const __m128i)),
-                offset,
-            );
-            let f = _mm256_cvtepi8_epi16(_mm_loadu_si128(f8.as_ptr() as *const __m128i));
+    offset: __m256i,
+) -> [[__m256i; 2]; G] {
+    let mut acc = [[_mm256_setzero_si256(); 2]; G];
+    let (xp, fp) = (input.as_ptr().add(c), filter.as_ptr().add(c));
+    for &(x_at, f_at) in taps {
+        for (g, acc_g) in acc.iter_mut().enumerate() {
+            let x8 = _mm_loadu_si128(xp.add(x_at + 16 * g) as *const __m128i);
+            let f8 = _mm_loadu_si128(fp.add(f_at + 16 * g) as *const __m128i);
+            let x = _mm256_add_epi16(_mm256_cvtepi8_epi16(x8), offset);
             // |x| <= 255 and |f| <= 128: the int16 product is exact.
-            let product = _mm256_mullo_epi16(x, f);
-            acc[0] = _mm256_add_epi32(
-                acc[0],
+            let product = _mm256_mullo_epi16(x, _mm256_cvtepi8_epi16(f8));
+            acc_g[0] = _mm256_add_epi32(
+                acc_g[0],
                 _mm256_cvtepi16_epi32(_mm256_castsi256_si128(product)),
             );
-            acc[1] = _mm256_add_epi32(
-                acc[1],
+            acc_g[1] = _mm256_add_epi32(
+                acc_g[1],
                 _mm256_cvtepi16_epi32(_mm256_extracti128_si256(product, 1)),
             );
         }
     }
+    acc
 }
 
 /// Scalar depthwise output for one channel (channel tails), reference arithmetic.
@@ -542,29 +711,70 @@ unsafe fn depthwise_s8_avx2(
     ops: &S8Operands<'_>,
     output: &mut [i8],
 ) {
+    let w = p.window;
     let c16 = d.out_c & !15;
+    let offset = _mm256_set1_epi16(p.input_offset as i16);
     let out_offset = _mm256_set1_epi32(p.output_offset);
     let lo = _mm256_set1_epi32(p.act_min);
     let hi = _mm256_set1_epi32(p.act_max);
+    let mut taps = [(0usize, 0usize); MAX_DEPTHWISE_TAPS];
     for b in 0..d.batches {
         for out_y in 0..d.out_h {
             for out_x in 0..d.out_w {
+                // The taps inside the input, listed once for every channel group.
+                let mut count = 0;
+                for fy in 0..d.filter_h {
+                    let Some(in_y) = tap(out_y, w.stride_h, w.pad_top, fy, w.dilation_h, d.in_h)
+                    else {
+                        continue;
+                    };
+                    for fx in 0..d.filter_w {
+                        let Some(in_x) =
+                            tap(out_x, w.stride_w, w.pad_left, fx, w.dilation_w, d.in_w)
+                        else {
+                            continue;
+                        };
+                        taps[count] = (
+                            d.input_index(b, in_y, in_x, 0),
+                            (fy * d.filter_w + fx) * d.out_c,
+                        );
+                        count += 1;
+                    }
+                }
+                let taps = &taps[..count];
                 let out_at = d.output_index(b, out_y, out_x, 0);
                 let mut c = 0;
                 while c < c16 {
-                    let mut acc = [_mm256_setzero_si256(); 2];
-                    depthwise_taps16_avx2(p, d, ops, b, out_y, out_x, c, &mut acc);
-                    let v0 = finish8_avx2(acc[0], ops, c, out_offset, lo, hi);
-                    let v1 = finish8_avx2(acc[1], ops, c + 8, out_offset, lo, hi);
-                    // packs works per 128-bit lane: reorder to channel order afterwards.
-                    let words = _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0b11_01_10_00);
-                    let bytes = _mm_packs_epi16(
-                        _mm256_castsi256_si128(words),
-                        _mm256_extracti128_si256(words, 1),
-                    );
-                    let out = &mut output[out_at + c..out_at + c + 16];
-                    _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, bytes);
-                    c += 16;
+                    let groups = ((c16 - c) / 16).min(DEPTHWISE_GROUPS);
+                    let mut acc = [[_mm256_setzero_si256(); 2]; DEPTHWISE_GROUPS];
+                    let (input, filter) = (ops.input, ops.filter);
+                    match groups {
+                        4 => acc = depthwise_block_avx2::<4>(taps, input, filter, c, offset),
+                        3 => {
+                            let a = depthwise_block_avx2::<3>(taps, input, filter, c, offset);
+                            acc[..3].copy_from_slice(&a);
+                        }
+                        2 => {
+                            let a = depthwise_block_avx2::<2>(taps, input, filter, c, offset);
+                            acc[..2].copy_from_slice(&a);
+                        }
+                        _ => acc[0] = depthwise_block_avx2::<1>(taps, input, filter, c, offset)[0],
+                    }
+                    for (g, acc_g) in acc.iter().enumerate().take(groups) {
+                        let ch = c + 16 * g;
+                        let v0 = finish8_avx2(acc_g[0], ops, ch, out_offset, lo, hi);
+                        let v1 = finish8_avx2(acc_g[1], ops, ch + 8, out_offset, lo, hi);
+                        // packs works per 128-bit lane: reorder to channel order afterwards.
+                        let words =
+                            _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0b11_01_10_00);
+                        let bytes = _mm_packs_epi16(
+                            _mm256_castsi256_si128(words),
+                            _mm256_extracti128_si256(words, 1),
+                        );
+                        let out = &mut output[out_at + ch..out_at + ch + 16];
+                        _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, bytes);
+                    }
+                    c += 16 * groups;
                 }
                 for c in c16..d.out_c {
                     output[out_at + c] = depthwise_channel_scalar(p, d, ops, b, out_y, out_x, c);
@@ -586,8 +796,10 @@ unsafe fn fully_connected_s8_avx2(
 ) {
     let k = dims.accum_depth;
     let kp = padded_len(k);
-    let mut patch = [0i16; MAX_PATCH];
-    let rows = FilterRows::new(ops.filter, dims.output_depth, k);
+    let mut patch_buf = MaybeUninit::<[i16; MAX_PATCH]>::uninit();
+    let patch = zeroed_prefix(&mut patch_buf, kp);
+    let mut spare = MaybeUninit::uninit();
+    let rows = FilterRows::new(ops.filter, dims.output_depth, k, &mut spare);
     let fo = _mm256_set1_epi16(p.filter_offset as i16);
     let out_offset = _mm256_set1_epi32(p.output_offset);
     let lo = _mm256_set1_epi32(p.act_min);
@@ -636,7 +848,10 @@ unsafe fn fully_connected_s8_avx2(
 #[inline(always)]
 unsafe fn srav_epi64_avx2(v: __m256i, count: __m256i) -> __m256i {
     let negative = _mm256_cmpgt_epi64(_mm256_setzero_si256(), v);
-    _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(v, negative), count), negative)
+    _mm256_xor_si256(
+        _mm256_srlv_epi64(_mm256_xor_si256(v, negative), count),
+        negative,
+    )
 }
 
 /// TFLite's single-rounding `MultiplyByQuantizedMultiplier` on 8 lanes:
@@ -877,6 +1092,21 @@ mod tests {
         }
     }
 
+    /// The dot-product AVX2 convolution, which the dispatcher keeps for filters too large to
+    /// repack (larger than these random cases).
+    fn run_conv_dot(case: &ConvCase) -> Vec<i8> {
+        let mut out = vec![0i8; case.d.output_elements()];
+        let ops = case.ops();
+        match conv_patch_len(&case.d, &ops, &out) {
+            Some(k) if supported(Isa::Avx2) => {
+                // SAFETY: AVX2 checked; `conv_patch_len` checked the slice lengths.
+                unsafe { conv2d_s8_avx2_dot(&case.p, &case.d, &ops, &mut out, k) };
+                out
+            }
+            _ => conv_reference(case),
+        }
+    }
+
     fn run_depthwise(case: &DepthwiseCase, isa: Isa) -> Vec<i8> {
         let mut out = vec![0i8; case.d.output_elements()];
         if supported(isa) && depthwise_conv2d_s8(&case.p, case.d, case.ops(), &mut out, isa) {
@@ -907,7 +1137,11 @@ mod tests {
         cases = 300,
         setup = ConvCase::random,
         reference = conv_reference,
-        variants = [|c| run_conv(c, Isa::Avx2), |c| run_conv(c, Isa::Sse41)]
+        variants = [
+            |c| run_conv(c, Isa::Avx2),
+            run_conv_dot,
+            |c| run_conv(c, Isa::Sse41)
+        ]
     );
 
     crate::kernel_variants_match_reference!(
