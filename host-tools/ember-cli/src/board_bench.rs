@@ -356,6 +356,8 @@ pub struct FirmwareReport {
     pub profile: Vec<OpCount>,
     /// Instructions one empty observer window measures (averaged over many).
     pub window_overhead: u64,
+    /// The profiled run's total, observer included.
+    pub profiled_run_instructions: u64,
 }
 
 /// `key=value` pairs of a line (values end at whitespace or `;`/`,`/`)`).
@@ -461,6 +463,7 @@ pub fn parse_firmware_output(text: &str) -> anyhow::Result<FirmwareReport> {
             });
         } else if line.starts_with("profile window_overhead_instructions=") {
             report.window_overhead = number(&kv, "window_overhead_instructions", line)?;
+            report.profiled_run_instructions = number(&kv, "run_instructions", line)?;
             calibration = true;
         }
     }
@@ -639,19 +642,16 @@ pub fn report_json(
         doc["profile"] = json!(ops);
         doc["profile_window_overhead_instructions"] = json!(report.window_overhead);
         doc["profile_unattributed_instructions"] = json!(unattributed(report));
+        doc["profiled_run_instructions"] = json!(report.profiled_run_instructions);
     }
     doc
 }
 
-/// Instructions of the plain run outside any operator window (decoding, the loop), signed
-/// because each window's count is only good to 40 instructions.
+/// Instructions of the profiled run outside every operator window (op decoding, the loop, the
+/// observer's bookkeeping), signed because each count is only good to 40 instructions.
 fn unattributed(report: &FirmwareReport) -> i64 {
-    let attributed: u64 = report
-        .profile
-        .iter()
-        .map(|op| net_instructions(op, report.window_overhead))
-        .sum();
-    report.instructions_per_inference as i64 - attributed as i64
+    let windows: u64 = report.profile.iter().map(|op| op.raw_instructions).sum();
+    report.profiled_run_instructions as i64 - windows as i64
 }
 
 /// The report as text (`ember bench --board ...`).
@@ -708,8 +708,10 @@ pub fn report_text(
         let _ = writeln!(
             out,
             "per-op counts: SysTick resolution 40 instructions; {} instructions of observer \
-overhead subtracted per op; {} instructions outside the operators (op decoding, the loop)",
+overhead subtracted per op; the profiled run took {} instructions, {} of them outside the \
+operators (op decoding, the loop, the observer)",
             report.window_overhead,
+            report.profiled_run_instructions,
             unattributed(report)
         );
     }
@@ -765,7 +767,7 @@ stack high-water mark: 8356 bytes (load and setup: 3372, inference: 8356); arena
 op[0] name=CONV_2D kernel=Conv2dS8 instructions=6000040\r
 op[1] name=AVERAGE_POOL_2D kernel=AvgPool2dS8 instructions=80\r
 op[2] name=SOFTMAX kernel=SoftmaxS8 instructions=2880000\r
-profile window_overhead_instructions=20 calibration_windows=400\r
+profile window_overhead_instructions=20 calibration_windows=400 calibration_ticks=200 run_instructions=8881000\r
 ember-bench done\r
 ";
 
@@ -790,8 +792,9 @@ ember-bench done\r
         assert_eq!(report.profile[2].name, "SOFTMAX");
         assert_eq!(report.profile[2].kernel, "SoftmaxS8");
         assert_eq!(report.profile[1].raw_instructions, 80);
-        // 8,880,480 - (6,000,020 + 60 + 2,879,980)
-        assert_eq!(unattributed(&report), 420);
+        assert_eq!(report.profiled_run_instructions, 8_881_000);
+        // 8,881,000 - (6,000,040 + 80 + 2,880,000)
+        assert_eq!(unattributed(&report), 880);
     }
 
     #[test]

@@ -61,7 +61,10 @@ fn a_board_dir_for_another_board_is_refused() {
     );
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("describes board qemu-mps2-an386, not nrf52840-dk"), "{err}");
+    assert!(
+        err.contains("describes board qemu-mps2-an386, not nrf52840-dk"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -71,7 +74,10 @@ fn an_unknown_board_names_where_it_looked() {
     let out = ember_in(&dir, &["bench", "model.emb", "--board", "no-such-board"]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("cannot find the board crate for no-such-board"), "{err}");
+    assert!(
+        err.contains("cannot find the board crate for no-such-board"),
+        "{err}"
+    );
     assert!(err.contains("--board-dir"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -94,7 +100,10 @@ fn a_missing_model_fails_before_any_build() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("cannot read missing.emb"), "{err}");
-    assert!(!err.contains("building"), "built before checking the model: {err}");
+    assert!(
+        !err.contains("building"),
+        "built before checking the model: {err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -10,7 +10,8 @@
 //!   `instructions_per_inference=<n>` (SysTick ticks * 40 under `-icount shift=0`)
 //!   `stack high-water mark: <n> bytes (load and setup: <n>, inference: <n>); arena: <n> bytes`
 //!   `op[<i>] name=<op> kernel=<variant> instructions=<n>` (one per operator, second run)
-//!   `profile window_overhead_instructions=<n> calibration_windows=<n> calibration_ticks=<n>`
+//!   `profile window_overhead_instructions=<n> calibration_windows=<n> calibration_ticks=<n>
+//!    run_instructions=<n>` (the profiled run's total, observer included; one line)
 //!   `ember-bench done`
 //!
 //! The per-operator counts come from a second inference through `Model::run_observed` with an
@@ -188,7 +189,7 @@ fn main() -> ! {
         inference_stack,
         model.arena_size()
     );
-    profile(&model, arena);
+    profile(&model, arena, &mut ticks);
     hprintln!("ember-bench done");
     exit(true)
 }
@@ -196,7 +197,7 @@ fn main() -> ! {
 /// Runs the model again with a SysTick observer and prints the ticks of every operator, then
 /// times empty observer windows so the host can subtract the observer's own instructions.
 #[inline(never)]
-fn profile(model: &Model<'_>, arena: &mut [u8]) {
+fn profile(model: &Model<'_>, arena: &mut [u8], ticks: &mut instructions::TickCounter) {
     let Some(first_digest) = outputs_digest(model, arena) else {
         hprintln!("ember-bench: cannot read the outputs");
         exit(false)
@@ -209,7 +210,8 @@ fn profile(model: &Model<'_>, arena: &mut [u8]) {
         started: 0,
         ticks: op_ticks,
     };
-    if let Err(err) = model.run_observed(arena, &mut observer) {
+    let (result, run_ticks) = ticks.measure(|| model.run_observed(arena, &mut observer));
+    if let Err(err) = result {
         hprintln!("ember-bench: profiled inference failed: {:?}", err);
         exit(false);
     }
@@ -254,9 +256,10 @@ fn profile(model: &Model<'_>, arena: &mut [u8]) {
     };
     let windows = u64::from(CALIBRATION_WINDOWS);
     hprintln!(
-        "profile window_overhead_instructions={} calibration_windows={} calibration_ticks={}",
+        "profile window_overhead_instructions={} calibration_windows={} calibration_ticks={} run_instructions={}",
         (u64::from(windows_ticks) * instructions::INSTRUCTIONS_PER_TICK + windows / 2) / windows,
         CALIBRATION_WINDOWS,
-        windows_ticks
+        windows_ticks,
+        u64::from(run_ticks) * instructions::INSTRUCTIONS_PER_TICK
     );
 }
