@@ -1,4 +1,5 @@
-//! Faster int8 kernels in the style of Cortex-M's DSP extension (SXTB16, SXTAB16, SMLAD).
+//! Faster int8 kernels in the style of Cortex-M's DSP extension (SXTB16, SXTAB16, SMLAD,
+//! SMMULR, SSAT).
 //!
 //! On `thumbv7em` (`target_feature = "dsp"`) the [`simd`] shim emits the real instructions;
 //! everywhere else it is a bit-exact Rust emulation, so the host tests hold every kernel here
@@ -16,12 +17,18 @@
 //!   `SXTB16` / `SXTB16 ROR #8`; the input offset is added in the same instruction (`SXTAB16`),
 //!   so `x + input_offset` costs nothing;
 //! - `SMLAD` multiplies two pairs and accumulates: 2 MACs per instruction;
-//! - convolution as a GEMM over 2 output pixels x 2 output channels, so each widened input word
-//!   feeds two channels and each widened filter word two pixels; a filter window that is not
-//!   1x1 is gathered per pixel into a stack buffer (padding filled with the input zero point,
-//!   which contributes `0` after the offset is added, as TFLite's skipped taps do);
-//! - requantization of TFLite's double rounding with one 64-bit multiply-add
-//!   ([`Requantizer`]).
+//! - convolution as a GEMM over blocks of 4 output pixels x 1 output channel: each block's
+//!   windows are widened once and reused by every output channel (an `asm!` loop on the
+//!   device, 13 instructions per 16 MACs); a filter window that is not 1x1 is gathered per
+//!   pixel into a stack buffer (padding filled with the input zero point, which contributes `0`
+//!   after the offset is added, as TFLite's skipped taps do); the older 2 pixels x 2 channels
+//!   GEMM remains for accumulators too large for the bounded requantizer;
+//! - requantization of TFLite's double rounding: [`BoundedRequantizer`] (`SMMULR` and one
+//!   rounding shift, five instructions) where the accumulator provably stays below 2^28, else
+//!   [`Requantizer`] (one 64-bit multiply-add); `SSAT` clamps a full int8 activation range.
+//!
+//! Every `asm!` block has a Rust twin with the same data layout and instruction semantics
+//! (built on non-ARM targets), which is what the host tests run.
 
 use super::conv::{per_channel, tap, Conv2dS8, SpatialDims};
 use super::depthwise::DepthwiseConv2dS8;
