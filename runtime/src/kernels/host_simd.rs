@@ -102,7 +102,8 @@ pub(crate) fn conv_patch_len(
 
 /// Fills `patch[..kh * kw * in_c]` with the im2col row of output pixel `(b, out_y, out_x)`:
 /// `x + input_offset` per tap, 0 for taps in the padding (the reference skips those, and a zero
-/// adds nothing). Ungrouped convolutions only.
+/// adds nothing). Ungrouped convolutions only. Without horizontal dilation the valid taps of a
+/// filter row are one contiguous run of the input row, copied in one pass.
 #[allow(dead_code)]
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -118,21 +119,38 @@ pub(crate) fn gather_patch(
     let w = p.window;
     let c = d.in_c;
     let offset = p.input_offset as i16;
-    let mut at = 0;
-    for fy in 0..d.filter_h {
-        let in_y = tap(out_y, w.stride_h, w.pad_top, fy, w.dilation_h, d.in_h);
-        for fx in 0..d.filter_w {
-            let dst = &mut patch[at..at + c];
-            at += c;
-            let in_x = tap(out_x, w.stride_w, w.pad_left, fx, w.dilation_w, d.in_w);
-            match (in_y, in_x) {
-                (Some(y), Some(x)) => {
+    let row_len = d.filter_w * c;
+    // Valid horizontal taps `fx_lo..fx_hi` when dilation is 1.
+    let left = out_x as i64 * w.stride_w as i64 - w.pad_left as i64;
+    let fx_lo = (-left).clamp(0, d.filter_w as i64) as usize;
+    let fx_hi = (d.in_w as i64 - left).clamp(fx_lo as i64, d.filter_w as i64) as usize;
+    for (fy, dst_row) in patch.chunks_exact_mut(row_len).take(d.filter_h).enumerate() {
+        let Some(y) = tap(out_y, w.stride_h, w.pad_top, fy, w.dilation_h, d.in_h) else {
+            dst_row.fill(0);
+            continue;
+        };
+        if w.dilation_w == 1 {
+            dst_row[..fx_lo * c].fill(0);
+            dst_row[fx_hi * c..].fill(0);
+            if fx_hi > fx_lo {
+                // fx_lo > 0 only when left < 0, so the first valid column is left + fx_lo >= 0.
+                let src_at = d.input_index(b, y, (left + fx_lo as i64) as usize, 0);
+                let src = &input[src_at..src_at + (fx_hi - fx_lo) * c];
+                for (v, &s) in dst_row[fx_lo * c..fx_hi * c].iter_mut().zip(src) {
+                    *v = s as i16 + offset;
+                }
+            }
+            continue;
+        }
+        for (fx, dst) in dst_row.chunks_exact_mut(c).enumerate() {
+            match tap(out_x, w.stride_w, w.pad_left, fx, w.dilation_w, d.in_w) {
+                Some(x) => {
                     let src_at = d.input_index(b, y, x, 0);
                     for (v, &s) in dst.iter_mut().zip(&input[src_at..src_at + c]) {
                         *v = s as i16 + offset;
                     }
                 }
-                _ => dst.fill(0),
+                None => dst.fill(0),
             }
         }
     }

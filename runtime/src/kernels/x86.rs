@@ -485,8 +485,20 @@ unsafe fn conv2d_s8_avx2_packed(
         let count = PACKED_PIXELS.min(pixels - first);
         for px in 0..count {
             let n = first + px;
-            let (b, out_y, out_x) = (n / (d.out_h * d.out_w), (n / d.out_w) % d.out_h, n % d.out_w);
-            gather_patch(p, d, ops.input, b, out_y, out_x, &mut patches[px * stride..px * stride + k]);
+            let (b, out_y, out_x) = (
+                n / (d.out_h * d.out_w),
+                (n / d.out_w) % d.out_h,
+                n % d.out_w,
+            );
+            gather_patch(
+                p,
+                d,
+                ops.input,
+                b,
+                out_y,
+                out_x,
+                &mut patches[px * stride..px * stride + k],
+            );
         }
         for g in 0..groups {
             let acc = packed_block_avx2::<PACKED_PIXELS>(
