@@ -161,6 +161,7 @@ pub struct Validator<'m> {
 }
 
 impl<'m> Validator<'m> {
+    #[cold]
     pub fn fail(&self, reason: &'static str) -> Error {
         Error::InvalidOp {
             op_index: self.op_index,
@@ -178,6 +179,9 @@ impl<'m> Validator<'m> {
     }
 
     /// Checks placement and element type of a tensor.
+    // The checks below run once per tensor at load time: kept out of line (one copy, not one
+    // per call site in every kernel's `validate`) for code size; see scripts/firmware/code-size.sh.
+    #[inline(never)]
     pub fn tensor(&self, t: &TensorDef, dtype: DType) -> Result<()> {
         self.check(t.dtype == dtype, "unexpected tensor element type")?;
         let len = t.byte_len().ok_or(self.fail("tensor size overflows"))?;
@@ -199,6 +203,7 @@ impl<'m> Validator<'m> {
     }
 
     /// Checks a tensor that must live in the arena (activations, outputs).
+    #[inline(never)]
     pub fn activation(&self, t: &TensorDef, dtype: DType) -> Result<()> {
         self.check(
             matches!(t.location, Location::Arena(_)),
@@ -208,12 +213,14 @@ impl<'m> Validator<'m> {
     }
 
     /// Checks a constant (weights, bias, per-channel data).
+    #[inline(never)]
     pub fn constant(&self, t: &TensorDef, dtype: DType) -> Result<()> {
         self.check(t.is_const(), "weights or bias must be constant")?;
         self.tensor(t, dtype)
     }
 
     /// Checks that an input does not overlap the output (the kernels read and write at once).
+    #[inline(never)]
     pub fn disjoint(&self, input: &TensorDef, output: &TensorDef) -> Result<()> {
         if let (Location::Arena(a), Location::Arena(b)) = (input.location, output.location) {
             let (a, b) = (a as usize, b as usize);

@@ -3,6 +3,18 @@
 //!
 //! `no_std`, and no allocator is needed to load or run a model. The `alloc` feature adds the
 //! model writer used by the converter.
+//!
+//! # Choosing kernels
+//!
+//! Every kernel is compiled in by default (feature `all-kernels`). A firmware that knows its
+//! models turns the defaults off and names what it needs: an operator's kernel is in the build
+//! when its op feature (`conv2d`, `depthwise-conv2d`, `fully-connected`, `pool2d`, `add`, `mul`,
+//! `pad`, `mean`, `reshape`, `concatenation`, `softmax`, `logistic`, `tanh`, `quantize`) and its
+//! element-type feature (`int8`, `float`, `hybrid`; none for `pad`, `reshape`,
+//! `concatenation`) are both on, e.g. the MLPerf Tiny keyword-spotting model needs
+//! `conv2d, depthwise-conv2d, pool2d, reshape, fully-connected, softmax, int8`. The format is
+//! the same in every build; a model that uses a left-out kernel fails in [`Model::load`] with
+//! [`Error::OpNotEnabled`], which names the operator and the features that add it.
 #![cfg_attr(not(test), no_std)]
 
 #[cfg(feature = "alloc")]

@@ -1,5 +1,7 @@
 //! A loaded, fully validated model, and running it on an arena.
 
+use serde::Deserialize;
+
 use crate::arena::{Tensors, Validator};
 use crate::error::{Error, Result};
 use crate::format::{Graph, Header, MetaEntry, HEADER_LEN};
@@ -51,14 +53,18 @@ impl Iterator for Ops<'_> {
             }
             Err(_) => {
                 self.remaining = 0;
-                Some(Err(crate::ops::left_out_op_error(self.rest).unwrap_or(
-                    Error::Malformed {
-                        what: "operator record",
-                    },
-                )))
+                Some(Err(op_record_error(self.rest)))
             }
         }
     }
+}
+
+/// The error for an operator record that does not decode: [`Error::OpNotEnabled`] when it
+/// names an operator this build leaves out, else malformed.
+fn op_record_error(record: &[u8]) -> Error {
+    crate::ops::left_out_op_error(record).unwrap_or(Error::Malformed {
+        what: "operator record",
+    })
 }
 
 impl<'a> Model<'a> {
@@ -291,8 +297,15 @@ impl<'a> Model<'a> {
             consts: self.consts,
             arena,
         };
-        for (index, op) in self.ops().enumerate() {
-            let op = op?;
+        // Decodes each record in place rather than through `Ops`: an `Op` is a few hundred
+        // bytes, and the iterator's `Option<Result<Op>>` costs copies of it on every operator.
+        let mut rest = self.graph.ops;
+        for index in 0..self.graph.op_count as usize {
+            let mut decoder = postcard::Deserializer::from_bytes(rest);
+            let Ok(op) = Op::deserialize(&mut decoder) else {
+                return Err(op_record_error(rest));
+            };
+            rest = decoder.finalize().map_err(|_| op_record_error(rest))?;
             observer.before_op(index, &op);
             op.eval(&mut tensors)?;
             observer.after_op(index, &op);

@@ -108,6 +108,8 @@ macro_rules! ops {
                 f.write_str("an ember operator")
             }
 
+            // One out-of-line copy for `Ops` (validation) and `Model::run_observed` alike.
+            #[inline(never)]
             fn visit_enum<A: serde::de::EnumAccess<'de>>(
                 self,
                 data: A,
