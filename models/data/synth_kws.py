@@ -23,11 +23,14 @@ UNKNOWN_WORDS = [
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
     "learn", "follow", "forward", "backward", "visual", "yellow", "nose", "dawn", "upper", "lift",
 ]
-# Three accents keep synthesis to a few minutes on a small machine; more accents can be appended
-# (later entries never change the clips of earlier ones).
-ESPEAK_ACCENTS = ["en-us", "en-gb", "en-gb-scotland"]
+# Five accents and 36 variants: the recorded test words showed that voice variety, more than
+# clip count, is what carries synthetic training over to human speech.
+ESPEAK_ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029"]
 ESPEAK_TRAIN_VARIANTS = ["m1", "m2", "m4", "m5", "m6", "f1", "f3", "f5", "croak", "klatt",
-                         "Alex", "Andy", "annie", "david", "edward", "grandma"]
+                         "Alex", "Andy", "annie", "david", "edward", "grandma",
+                         "m8", "adam", "aunty", "caleb", "gene", "jacky", "john", "klatt2",
+                         "klatt3", "lee", "linda", "mike", "norbert", "paul", "rob", "steph",
+                         "travis", "victor", "zac", "quincy"]
 # Variants held out of training: every accent spoken by these is a test voice.
 ESPEAK_TEST_VARIANTS = ["m3", "m7", "f2", "f4", "benjamin", "belinda"]
 FLITE_TRAIN_VOICES = ["kal", "awb", "slt"]
@@ -51,8 +54,10 @@ def synth(job):
         return out  # resumable: clip names are deterministic for a seed
     raw = out + ".raw.wav"
     if kind == "espeak":
-        speed, pitch = params
-        run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", raw, word])
+        speed, pitch, ending = params
+        # The ending punctuation changes the intonation (falling, rising, emphatic).
+        run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", raw,
+             word + ending])
     else:
         stretch, f0 = params
         run(["flite", "-voice", voice, "--setf", f"duration_stretch={stretch}",
@@ -96,7 +101,8 @@ def main():
             voice = f"{accent}+{variant}"
             held_out = variant in ESPEAK_TEST_VARIANTS
             for word, label in words_for(args.takes):
-                params = (rng.randint(120, 200), rng.randint(25, 75))
+                params = (rng.randint(100, 230), rng.randint(15, 85),
+                          rng.choice(["", ".", "?", "!"]))
                 split = "test_espeak" if held_out else ("val" if rng.random() < 0.1 else "train")
                 add("espeak", voice, word, label, split, params)
     for voice in FLITE_TRAIN_VOICES + FLITE_TEST_VOICES:

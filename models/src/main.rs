@@ -70,6 +70,9 @@ enum Command {
         /// zero point from the training set's min/max; saved as input_quant.txt for export).
         #[arg(long)]
         quantized_input: bool,
+        /// SpecAugment-style masking of KWS features in every batch (`kws_data::spec_augment`).
+        #[arg(long)]
+        spec_augment: bool,
     },
     /// Folds, calibrates, quantizes and writes the .emb; evaluates float and int8 per split.
     Export {
@@ -178,6 +181,7 @@ fn main() -> Result<()> {
             seed,
             val,
             quantized_input,
+            spec_augment,
         } => {
             let mut table = Table::read(&data)?;
             let mut input_quant = None;
@@ -231,7 +235,11 @@ fn main() -> Result<()> {
                 seed,
             };
             let started = std::time::Instant::now();
-            let model = train::train(&shape, &train_set, &val_set, &options);
+            let coeffs = shape.input[1];
+            let masking =
+                move |f: &mut [f32], rng: &mut Rng| kws_data::spec_augment(f, coeffs, rng);
+            let augment: Option<&train::FeatureAugment> = spec_augment.then_some(&masking);
+            let model = train::train_with(&shape, &train_set, &val_set, &options, augment);
             println!("trained in {:.0} s", started.elapsed().as_secs_f64());
             std::fs::create_dir_all(&out)?;
             std::fs::write(out.join("shape.txt"), shape.to_text() + "\n")?;

@@ -68,11 +68,27 @@ pub fn accuracy(predictions: &[usize], examples: &[&Example]) -> f64 {
     correct as f64 / examples.len().max(1) as f64
 }
 
+/// Changes one training example's features in place (e.g. SpecAugment masking); drawn anew
+/// for every batch.
+pub type FeatureAugment = dyn Fn(&mut [f32], &mut Rng);
+
 pub fn train(
     shape: &DsCnnShape,
     train_set: &[&Example],
     val_set: &[&Example],
     options: &TrainOptions,
+) -> DsCnn {
+    train_with(shape, train_set, val_set, options, None)
+}
+
+/// [`train`] with an optional per-batch feature augmentation (its own seeded stream, so the
+/// batch order is the same with or without it).
+pub fn train_with(
+    shape: &DsCnnShape,
+    train_set: &[&Example],
+    val_set: &[&Example],
+    options: &TrainOptions,
+    augment: Option<&FeatureAugment>,
 ) -> DsCnn {
     let device = Device::flex().autodiff();
     device.seed(options.seed);
@@ -80,6 +96,7 @@ pub fn train(
     let mut optimizer = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut rng = Rng::new(options.seed);
+    let mut augment_rng = Rng::new(options.seed.wrapping_add(1));
     let mut order: Vec<usize> = (0..train_set.len()).collect();
     let steps_per_epoch = train_set.len().div_ceil(options.batch);
     let total_steps = (steps_per_epoch * options.epochs).max(1);
@@ -101,7 +118,22 @@ pub fn train(
             let progress = step as f64 / total_steps as f64;
             let lr = options.learning_rate
                 * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
-            let logits = model.forward(batch_tensor(&batch, shape, &device));
+            let input = match augment {
+                Some(augment) => {
+                    let changed: Vec<Example> = batch
+                        .iter()
+                        .map(|&e| {
+                            let mut e = e.clone();
+                            augment(&mut e.features, &mut augment_rng);
+                            e
+                        })
+                        .collect();
+                    let refs: Vec<&Example> = changed.iter().collect();
+                    batch_tensor(&refs, shape, &device)
+                }
+                None => batch_tensor(&batch, shape, &device),
+            };
+            let logits = model.forward(input);
             let values: Vec<f32> = logits.to_data().iter::<f32>().collect();
             correct += values
                 .chunks(shape.classes)
