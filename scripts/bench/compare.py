@@ -259,7 +259,8 @@ def main():
             if "vs_litert_reference" in r:
                 c = r["vs_litert_reference"]
                 print(f"check: {name} {engine} vs litert-reference on {args.check} random inputs: "
-                      f"max |diff| {c['max_abs_diff']:g} output steps, top-1 agrees {c['top1_agree']}")
+                      f"max |diff| {c['max_abs_diff']:g} (output steps; plain values for a float output), "
+                      f"top-1 agrees {c['top1_agree']}")
     for note in notes:
         print("note:", note)
     with open(args.json, "w") as f:
