@@ -43,68 +43,122 @@ pub fn fully_connected_s8_dsp(
     {
         return false;
     }
-    let per_tensor = (multipliers.len() == 1).then(|| FcRequant::new(multipliers[0], shifts[0]));
-    let requant =
-        |c: usize| per_tensor.unwrap_or_else(|| FcRequant::new(multipliers[c], shifts[c]));
-    let store = |acc: i32, c: usize| {
-        let acc = acc.wrapping_add(bias.map_or(0, |b| b[c]));
-        requant(c)
+    let per_tensor = FcRequant::new(multipliers[0], shifts[0]);
+    let groups = depth / 4;
+    let tail = groups * 4;
+    // Uninitialized: `widen_row` writes the words it hands out (no 4 KB clear per call).
+    let mut wide = [core::mem::MaybeUninit::<u32>::uninit(); FC_WIDE_WORDS];
+    let widen = groups * 2 <= FC_WIDE_WORDS;
+    for (row, out_row) in input
+        .chunks_exact(depth)
+        .zip(output.chunks_exact_mut(channels))
+        .take(dims.batches)
+    {
+        // The row widened (offset added) once for every channel, when it fits the stack, and
+        // its sum for the filter offset.
+        let wide_row = if widen {
+            widen_row(row, groups, simd::splat16(p.input_offset), &mut wide)
+        } else {
+            &[]
+        };
+        let filter_offset_sum = if p.filter_offset != 0 {
+            let ones = simd::splat16(1);
+            let row_sum = wide_row.iter().fold(0, |sum, &x| simd::smlad(x, ones, sum));
+            p.filter_offset.wrapping_mul(row_sum)
+        } else {
+            0
+        };
+        // Raw sums of up to `SUMS_CHUNK` channels first, then their requantization in one
+        // tight loop (its parameters stay in registers, which the `asm!` loop needs all of).
+        let mut sums = [0i32; SUMS_CHUNK];
+        for start in (0..channels).step_by(SUMS_CHUNK) {
+            let len = (channels - start).min(SUMS_CHUNK);
+            for (block, block_sums) in sums[..len].chunks_mut(4).enumerate() {
+                let c = start + block * 4;
+                let count = block_sums.len();
+                // SAFETY: the filter holds `channels * depth` values (checked above) and
+                // `c + count <= channels`; rows past the last channel repeat it (their sums are
+                // dropped).
+                let rows = unsafe {
+                    let base = filter.as_ptr().add(c * depth);
+                    let row = |i: usize| base.add(i.min(count - 1) * depth);
+                    if count == 4 {
+                        [
+                            base,
+                            base.add(depth),
+                            base.add(2 * depth),
+                            base.add(3 * depth),
+                        ]
+                    } else {
+                        [row(0), row(1), row(2), row(3)]
+                    }
+                };
+                // SAFETY: each filter row holds `depth` values, the widened row `groups * 2`
+                // words and the input row `depth` values.
+                let mut acc = unsafe {
+                    if widen {
+                        dot_4rows(wide_row.as_ptr(), rows, groups)
+                    } else {
+                        dot_1x4_narrow(row.as_ptr(), rows, groups, p.input_offset, p.filter_offset)
+                    }
+                };
+                if widen && filter_offset_sum != 0 {
+                    for a in &mut acc {
+                        *a = a.wrapping_add(filter_offset_sum);
+                    }
+                }
+                for k in tail..depth {
+                    let x = row[k] as i32 + p.input_offset;
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        let f = filter[(c + i.min(count - 1)) * depth + k] as i32 + p.filter_offset;
+                        *a = a.wrapping_add(f * x);
+                    }
+                }
+                block_sums.copy_from_slice(&acc[..count]);
+            }
+            let out_chunk = &mut out_row[start..start + len];
+            let bias_chunk = bias.map(|b| &b[start..start + len]);
+            if multipliers.len() > 1 {
+                let requant = |i: usize| FcRequant::new(multipliers[start + i], shifts[start + i]);
+                finish_outputs(p, &sums[..len], bias_chunk, requant, out_chunk);
+            } else {
+                finish_outputs(p, &sums[..len], bias_chunk, |_| per_tensor, out_chunk);
+            }
+        }
+    }
+    true
+}
+
+/// Channels whose raw sums are held on the stack before requantization.
+const SUMS_CHUNK: usize = 256;
+
+/// `out[i] = clamp(requant(i)(sums[i] + bias[i]) + output_offset)`.
+#[inline(always)]
+fn finish_outputs(
+    p: &FullyConnectedS8,
+    sums: &[i32],
+    bias: Option<&[i32]>,
+    requant: impl Fn(usize) -> FcRequant,
+    out: &mut [i8],
+) {
+    let finish = |i: usize, acc: i32| {
+        requant(i)
             .apply(acc)
             .wrapping_add(p.output_offset)
             .clamp(p.act_min, p.act_max) as i8
     };
-    let groups = depth / 4;
-    let tail = groups * 4;
-    let mut wide = [0u32; FC_WIDE_WORDS];
-    let widen = groups * 2 <= FC_WIDE_WORDS;
-    for batch in 0..dims.batches {
-        let row = &input[batch * depth..(batch + 1) * depth];
-        let out_row = &mut output[batch * channels..(batch + 1) * channels];
-        // The row widened (offset added) once for every channel, when it fits the stack, and
-        // its sum for the filter offset.
-        let mut row_sum = 0i32;
-        if widen {
-            widen_row(row, groups, simd::splat16(p.input_offset), &mut wide);
-            if p.filter_offset != 0 {
-                let ones = simd::splat16(1);
-                row_sum = wide[..groups * 2]
-                    .iter()
-                    .fold(0, |sum, &x| simd::smlad(x, ones, sum));
+    match bias {
+        Some(bias) => {
+            for (i, ((o, &s), &b)) in out.iter_mut().zip(sums).zip(bias).enumerate() {
+                *o = finish(i, s.wrapping_add(b));
             }
         }
-        let mut c = 0;
-        while c < channels {
-            let count = (channels - c).min(4);
-            // Rows past the last channel repeat it; their sums are discarded.
-            let w = |i: usize| filter[(c + i.min(count - 1)) * depth..].as_ptr();
-            let rows = [w(0), w(1), w(2), w(3)];
-            // SAFETY: each filter row holds `depth` values, the widened row `groups * 2` words
-            // and the input row `depth` values.
-            let mut acc = unsafe {
-                if widen {
-                    let mut acc = dot_4rows(wide.as_ptr(), rows, groups);
-                    for a in &mut acc {
-                        *a = a.wrapping_add(p.filter_offset.wrapping_mul(row_sum));
-                    }
-                    acc
-                } else {
-                    dot_1x4_narrow(row.as_ptr(), rows, groups, p.input_offset, p.filter_offset)
-                }
-            };
-            for k in tail..depth {
-                let x = row[k] as i32 + p.input_offset;
-                for (i, a) in acc.iter_mut().enumerate() {
-                    let f = filter[(c + i.min(count - 1)) * depth + k] as i32 + p.filter_offset;
-                    *a = a.wrapping_add(f * x);
-                }
+        None => {
+            for (i, (o, &s)) in out.iter_mut().zip(sums).enumerate() {
+                *o = finish(i, s);
             }
-            for (i, &a) in acc.iter().enumerate().take(count) {
-                out_row[c + i] = store(a, c + i);
-            }
-            c += count;
         }
     }
-    true
 }
 
 /// TFLite's single-rounding requantization (`multiply_by_quantized_multiplier_single_rounding`)
@@ -112,10 +166,11 @@ pub fn fully_connected_s8_dsp(
 #[derive(Debug, Clone, Copy)]
 struct FcRequant {
     multiplier: i32,
-    /// `1 << (total_shift - 1)`.
-    round: i64,
     /// `31 - shift`, in `1..=62`.
     total_shift: u32,
+    /// For `total_shift >= 33`: `1 << (total_shift - 33)`, the high word of the rounding
+    /// constant `1 << (total_shift - 1)` (its low word is 0).
+    high_round: i32,
 }
 
 impl FcRequant {
@@ -125,21 +180,23 @@ impl FcRequant {
         let total_shift = (31 - shift) as u32;
         FcRequant {
             multiplier,
-            round: 1i64 << (total_shift - 1),
             total_shift,
+            high_round: 1i32.wrapping_shl(total_shift.wrapping_sub(33)),
         }
     }
 
     /// Equals `multiply_by_quantized_multiplier_single_rounding(acc, multiplier, shift)`.
     #[inline(always)]
     fn apply(self, acc: i32) -> i32 {
-        let product = acc as i64 * self.multiplier as i64 + self.round;
-        if self.total_shift >= 32 {
-            // The usual case (shift < 0): the high word, then a 32-bit shift, instead of a
-            // 64-bit shift by a variable amount. Both are floor divisions, so they compose.
-            ((product >> 32) as i32) >> (self.total_shift - 32)
+        let product = acc as i64 * self.multiplier as i64;
+        if self.total_shift >= 33 {
+            // The usual case (shift < -1): adding a constant with a zero low word commutes with
+            // taking the high word, and floor shifts compose, so `(product + round) >> total`
+            // is `(high(product) + high_round) >> (total - 32)`: one SMMLA and one ASR. The sum
+            // stays within +-2^30 + 2^29.
+            ((product >> 32) as i32 + self.high_round) >> (self.total_shift - 32)
         } else {
-            (product >> self.total_shift) as i32
+            ((product + (1i64 << (self.total_shift - 1))) >> self.total_shift) as i32
         }
     }
 }
@@ -148,19 +205,26 @@ impl FcRequant {
 const FC_WIDE_WORDS: usize = 1024;
 
 /// The first `groups * 4` values of `row` plus `offset`, widened as `[lanes 0/2, lanes 1/3]`
-/// per group of 4 (the order `SXTB16` / `SXTB16 ROR #8` give a filter word).
+/// per group of 4 (the order `SXTB16` / `SXTB16 ROR #8` give a filter word) into the first
+/// `groups * 2` words of `wide` (at least that long), which it returns (fewer when `row` is
+/// shorter than `groups * 4`).
 #[inline(always)]
-fn widen_row(row: &[i8], groups: usize, offset: u32, wide: &mut [u32]) {
+fn widen_row<'a>(
+    row: &[i8],
+    groups: usize,
+    offset: u32,
+    wide: &'a mut [core::mem::MaybeUninit<u32>],
+) -> &'a [u32] {
     use simd::*;
-    for (x, out) in row
-        .chunks_exact(4)
-        .zip(wide.chunks_exact_mut(2))
-        .take(groups)
-    {
+    let groups = groups.min(row.len() / 4);
+    let wide = &mut wide[..groups * 2];
+    for (x, out) in row.chunks_exact(4).zip(wide.chunks_exact_mut(2)) {
         let x = u32::from_le_bytes([x[0] as u8, x[1] as u8, x[2] as u8, x[3] as u8]);
-        out[0] = sxtab16(offset, x);
-        out[1] = sxtab16_ror8(offset, x);
+        out[0].write(sxtab16(offset, x));
+        out[1].write(sxtab16_ror8(offset, x));
     }
+    // SAFETY: `row` holds at least `groups * 4` values, so the loop wrote all `groups * 2` words.
+    unsafe { core::slice::from_raw_parts(wide.as_ptr() as *const u32, wide.len()) }
 }
 
 /// Four channels' sums of `filter * x` over `groups * 4` values of a row widened by
@@ -417,6 +481,40 @@ mod tests {
         reference = fc_reference,
         variants = [fc_dsp]
     );
+
+    #[test]
+    fn requant_matches_single_rounding() {
+        use crate::quant::multiply_by_quantized_multiplier_single_rounding as single;
+        let mut rng = Rng(29);
+        let edges = [
+            i32::MIN,
+            i32::MIN + 1,
+            -1,
+            0,
+            1,
+            i32::MAX,
+            1 << 30,
+            -(1 << 30),
+        ];
+        for i in 0..200_000 {
+            let acc = if i % 7 == 0 {
+                edges[i % edges.len()]
+            } else {
+                rng.next_u64() as i32 >> rng.range(0, 31)
+            };
+            let multiplier = if i % 11 == 0 {
+                edges[(i / 11) % edges.len()].max(0)
+            } else {
+                (rng.next_u64() as i32) & i32::MAX
+            };
+            let shift = rng.range(-31, 30) as i32;
+            assert_eq!(
+                FcRequant::new(multiplier, shift).apply(acc),
+                single(acc, multiplier, shift),
+                "acc {acc} multiplier {multiplier} shift {shift}"
+            );
+        }
+    }
 
     /// Layer shapes of the shared models (AD 640/128/8 wide, KWS 64 -> 12), with and without a
     /// filter offset: long runs of the 4-group loop and every remainder of the 1-group loop.
