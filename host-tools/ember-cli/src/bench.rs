@@ -34,7 +34,8 @@ Examples:
   ember bench kws.emb --runs 1000 --warmup 50 --profile
   ember bench kws.emb --json
   ember bench kws.emb --board qemu-mps2-an386 --profile
-  ember bench ad.emb --board qemu-mps2-an386 --json --target-dir /tmp/ember-bench"
+  ember bench ad.emb --board qemu-mps2-an386 --json --target-dir /tmp/ember-bench
+  ember bench kws.emb --board qemu-mps2-an386 --no-default-features --features kws"
 )]
 pub struct Args {
     /// The .emb model.
@@ -63,6 +64,12 @@ pub struct Args {
     /// Seconds the emulator may run before it is stopped.
     #[arg(long, default_value_t = 300, requires = "board")]
     pub timeout: u64,
+    /// Cargo features of the board crate for the firmware build (e.g. `kws`, its kernels only).
+    #[arg(long, requires = "board")]
+    pub features: Option<String>,
+    /// Build the board crate without its default features (all kernels); use with --features.
+    #[arg(long, requires = "board")]
+    pub no_default_features: bool,
 }
 
 /// Accumulates time spent in each operator.
@@ -98,6 +105,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             board_dir: args.board_dir.as_deref(),
             target_dir: args.target_dir.as_deref(),
             timeout: Duration::from_secs(args.timeout),
+            features: args.features.as_deref(),
+            no_default_features: args.no_default_features,
             profile: args.profile,
             json: args.json,
         });

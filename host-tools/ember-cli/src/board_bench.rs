@@ -28,6 +28,9 @@ pub struct Request<'a> {
     pub board_dir: Option<&'a Path>,
     pub target_dir: Option<&'a Path>,
     pub timeout: Duration,
+    /// Board crate features for the build, and whether to drop its defaults.
+    pub features: Option<&'a str>,
+    pub no_default_features: bool,
     pub profile: bool,
     pub json: bool,
 }
@@ -196,8 +199,20 @@ with -Z build-std)",
     )
 }
 
+/// Cargo feature selection for the board crate.
+#[derive(Debug, Clone, Copy, Default)]
+struct Features<'a> {
+    list: Option<&'a str>,
+    no_default: bool,
+}
+
 /// Builds the benchmark with `model` embedded and returns the ELF's path.
-fn build_firmware(board: &Board, model: &Path, target_dir: &Path) -> anyhow::Result<PathBuf> {
+fn build_firmware(
+    board: &Board,
+    model: &Path,
+    target_dir: &Path,
+    features: Features<'_>,
+) -> anyhow::Result<PathBuf> {
     let toolchain = pick_toolchain(board)?;
     if !command_exists("arm-none-eabi-gcc") {
         bail!(
@@ -217,6 +232,12 @@ fn build_firmware(board: &Board, model: &Path, target_dir: &Path) -> anyhow::Res
     cargo.arg("build");
     if toolchain == Toolchain::DebianBuildStd {
         cargo.arg("-Z").arg("build-std=core");
+    }
+    if features.no_default {
+        cargo.arg("--no-default-features");
+    }
+    if let Some(list) = features.list {
+        cargo.args(["--features", list]);
     }
     cargo
         .args(["--release", "--target", &board.target, "--bin", BENCH_BIN])
@@ -729,7 +750,11 @@ pub fn run(request: Request<'_>) -> anyhow::Result<()> {
         Some(dir) => dir.to_path_buf(),
         None => board.dir.join("target"),
     };
-    let elf = build_firmware(&board, &model_path, &target_dir)?;
+    let features = Features {
+        list: request.features,
+        no_default: request.no_default_features,
+    };
+    let elf = build_firmware(&board, &model_path, &target_dir, features)?;
     let output = run_emulator(&board, &elf, request.timeout)?;
     let report = parse_firmware_output(&output)?;
     if report.model_bytes != aligned.len() as u64 {

@@ -235,7 +235,7 @@ fn profile(model: &Model<'_>, arena: &mut [u8], ticks: &mut instructions::TickCo
     }
     if model.op_count() > MAX_PROFILED_OPS {
         hprintln!(
-            "ember-bench: profile truncated to the first {} of {} operators",
+            "profile truncated to the first {} of {} operators",
             MAX_PROFILED_OPS,
             model.op_count()
         );
