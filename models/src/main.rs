@@ -14,6 +14,9 @@ use ember_runtime::frontend::{quantize, QuantRounding};
 use ember_runtime::host::{run_once, AlignedBytes};
 use ember_runtime::{Model, QuantParams};
 
+mod ad_cli;
+mod reference_cli;
+
 #[derive(Parser, Debug)]
 #[command(about = "Data, training and int8 export for ember's burn models")]
 struct Cli {
@@ -98,6 +101,14 @@ enum Command {
         #[arg(long)]
         wav: Vec<PathBuf>,
     },
+    /// Anomaly windows (normal training windows, labelled test windows) from the aeon wheel.
+    AdData(ad_cli::AdDataArgs),
+    /// Trains the dense autoencoder on normal windows.
+    AdTrain(ad_cli::AdTrainArgs),
+    /// Folds, quantizes and writes the autoencoder's int8 and float32 .emb; reports ROC AUC.
+    AdExport(ad_cli::AdExportArgs),
+    /// Float32 .emb + golden file (burn's outputs) and burn-vs-ember agreement numbers.
+    Reference(reference_cli::ReferenceArgs),
 }
 
 fn load_model(dir: &Path) -> Result<(DsCnn, DsCnnShape)> {
@@ -139,6 +150,10 @@ fn int8_predict(
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::AdData(args) => ad_cli::ad_data(args)?,
+        Command::AdTrain(args) => ad_cli::ad_train(args)?,
+        Command::AdExport(args) => ad_cli::ad_export(args)?,
+        Command::Reference(args) => reference_cli::reference(args)?,
         Command::KwsData {
             dir,
             seed,
