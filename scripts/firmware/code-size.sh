@@ -27,9 +27,10 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$repo_root"
 
-# Measured 53,986 B on 2026-11-28 (KWS-only build); the goal of issue #5 is 24,576 B, not met:
-# the ceiling is the measurement + 2%. Lower it when the runtime shrinks.
-ceiling="${EMBER_CODE_SIZE_CEILING:-55066}"
+# Measured 57,504 B at commit 7520257 (KWS-only build; 53,986 B before later DSP kernel work);
+# the goal of issue #5 is 24,576 B, not met: the ceiling is the measurement + 2%. Lower it when
+# the runtime shrinks.
+ceiling="${EMBER_CODE_SIZE_CEILING:-58654}"
 elf=""
 board_features=(--no-default-features --features kws)
 check_ceiling=1
