@@ -1230,6 +1230,64 @@ mod tests {
         variants = [depthwise_dsp, depthwise_dsp_general]
     );
 
+    /// One requantizer per channel from scales a converter would produce.
+    fn realistic_requant(rng: &mut Rng, channels: usize) -> (Vec<i32>, Vec<i32>) {
+        (0..channels)
+            .map(|_| crate::quant::quantize_multiplier(rng.f32(0.0001, 0.9) as f64))
+            .unzip()
+    }
+
+    /// More channels than one parameter chunk ([`CHANNEL_CHUNK`]): the second chunk indexes its
+    /// parameters from its own start, and depthwise has a scalar channel tail.
+    #[test]
+    fn channels_spanning_several_chunks_match_reference() {
+        let mut rng = Rng(21);
+        let channels = CHANNEL_CHUNK + 6;
+        for _ in 0..8 {
+            let mut c = conv_case(&mut rng);
+            c.d.out_c = channels;
+            c.filter = rng.vec_i8(channels * c.d.filter_h * c.d.filter_w * c.d.in_c);
+            c.bias = Some(
+                (0..channels)
+                    .map(|_| rng.range(-40_000, 40_000) as i32)
+                    .collect(),
+            );
+            (c.multipliers, c.shifts) = realistic_requant(&mut rng, channels);
+            let mut out = std::vec![0i8; c.d.output_elements()];
+            assert!(conv2d_s8_dsp_4px(
+                &c.p,
+                c.d,
+                &c.input,
+                &c.filter,
+                c.bias.as_deref(),
+                &c.multipliers,
+                &c.shifts,
+                &mut out
+            ));
+            assert_eq!(out, conv_reference(&c), "{:?}", c.d);
+
+            let mut w = depthwise_case(&mut rng);
+            w.d.in_c = channels;
+            w.d.out_c = channels;
+            w.input = rng.vec_i8(w.d.batches * w.d.in_h * w.d.in_w * channels);
+            w.filter = rng.vec_i8(w.d.filter_h * w.d.filter_w * channels);
+            w.bias = None;
+            (w.multipliers, w.shifts) = realistic_requant(&mut rng, channels);
+            let mut out = std::vec![0i8; w.d.output_elements()];
+            assert!(depthwise_conv2d_s8_dsp_bounded(
+                &w.p,
+                w.d,
+                &w.input,
+                &w.filter,
+                None,
+                &w.multipliers,
+                &w.shifts,
+                &mut out
+            ));
+            assert_eq!(out, depthwise_reference(&w), "{:?}", w.d);
+        }
+    }
+
     #[test]
     fn declines_grouped_convolution() {
         let mut rng = Rng(3);
