@@ -516,8 +516,9 @@ mod tests {
         }
     }
 
-    /// Layer shapes of the shared models (AD 640/128/8 wide, KWS 64 -> 12), with and without a
-    /// filter offset: long runs of the 4-group loop and every remainder of the 1-group loop.
+    /// Layer shapes of the shared models (AD 640/128/8 wide, KWS 64 -> 12, hello_world
+    /// 1 -> 16 -> 16 -> 1), with and without a filter offset: long runs of the 4-group loop,
+    /// every remainder of the 1-group loop, and depths under 4 (no group: the scalar tail only).
     #[test]
     fn fully_connected_model_shapes_match_reference() {
         let mut rng = Rng(23);
@@ -529,6 +530,10 @@ mod tests {
             (128, 640),
             (64, 12),
             (76, 5),
+            (1, 16),
+            (16, 16),
+            (16, 1),
+            (3, 7),
         ];
         for (depth, channels) in shapes {
             for filter_offset in [0, 3, -128] {
