@@ -221,3 +221,81 @@ fn kws_recordings_match_results() {
         assert_eq!(got, &expected, "{file}");
     }
 }
+
+/// Issue bars for the committed keyword model (int8, ember): held-out espeak-ng and flite voices,
+/// and the most accuracy quantization may cost against burn's float model.
+const KWS_MIN_ESPEAK: f64 = 95.0;
+const KWS_MIN_FLITE: f64 = 80.0;
+const KWS_MAX_QUANTIZATION_LOSS: f64 = 1.0;
+
+/// The held-out test splits, committed as int8 model inputs by `models/data/kws_test_set.py`:
+/// `EMBKWSTS`, u32 count, then per example split (0 espeak, 1 flite), label, 490 int8 features.
+fn kws_test_set() -> Vec<(u8, u8, Vec<u8>)> {
+    let bytes = ember_models_check::read(&models_dir().join("kws/test_set.bin")).unwrap();
+    assert_eq!(&bytes[..8], b"EMBKWSTS", "kws/test_set.bin: bad magic");
+    let count = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    let records: Vec<_> = bytes[12..]
+        .chunks(2 + 490)
+        .map(|r| (r[0], r[1], r[2..].to_vec()))
+        .collect();
+    assert_eq!(records.len(), count, "kws/test_set.bin: truncated");
+    assert!(records.iter().all(|r| r.2.len() == 490));
+    records
+}
+
+#[test]
+fn kws_held_out_accuracy_matches_results_and_meets_the_bars() {
+    let dir = models_dir().join("kws");
+    let results = read_text(&dir.join("results.md")).unwrap();
+    let loaded = LoadedModel::open(&dir.join("kws.emb")).unwrap();
+    let model = loaded.model().unwrap();
+    let mut correct = [0usize; 2];
+    let mut total = [0usize; 2];
+    for (split, label, input) in kws_test_set() {
+        let out = ember_runtime::host::run_once(&model, &[&input]).unwrap();
+        let scores: Vec<f32> = out[0].iter().map(|&b| b as i8 as f32).collect();
+        total[split as usize] += 1;
+        correct[split as usize] += usize::from(argmax(&scores) == label as usize);
+    }
+    for (index, split, bar) in [
+        (0, "test_espeak", KWS_MIN_ESPEAK),
+        (1, "test_flite", KWS_MIN_FLITE),
+    ] {
+        let accuracy = 100.0 * correct[index] as f64 / total[index] as f64;
+        let row = table_row(&results, split).unwrap_or_else(|| panic!("no {split} row"));
+        let stated = number(row.last().unwrap()).unwrap();
+        let float = number(&row[2]).unwrap();
+        println!(
+            "{split}: int8 {accuracy:.2}% over {} (results.md {stated}%, float burn {float}%)",
+            total[index]
+        );
+        assert_eq!(
+            row[1].trim().parse::<usize>().unwrap(),
+            total[index],
+            "{split} count"
+        );
+        assert!(
+            (accuracy - stated).abs() <= ACCURACY_POINTS,
+            "{split}: measured {accuracy:.2}%, results.md says {stated}%"
+        );
+        assert!(accuracy >= bar, "{split}: {accuracy:.2}% is under {bar}%");
+        assert!(
+            float - accuracy <= KWS_MAX_QUANTIZATION_LOSS,
+            "{split}: int8 loses {:.2} points to float",
+            float - accuracy
+        );
+    }
+}
+
+/// Whatever results.md says, the real recordings must be named (issue #4).
+#[test]
+fn kws_names_the_real_yes_and_no() {
+    let results = read_text(&models_dir().join("kws/results.md")).unwrap();
+    let expectations = recording_expectations(&results);
+    for (file, word) in [("yes_1000ms.wav", "yes"), ("no_1000ms.wav", "no")] {
+        assert!(
+            expectations.contains(&(file.to_string(), word.to_string())),
+            "kws/results.md must list {file} -> {word}: {expectations:?}"
+        );
+    }
+}
