@@ -286,11 +286,37 @@ fn pick_port(port: &Option<String>) -> anyhow::Result<String> {
 
 pub(crate) fn connect(port: &Option<String>) -> anyhow::Result<Link<SerialTransport>> {
     let name = pick_port(port)?;
-    let serial = serialport::new(&name, 115_200)
+    let mut serial = serialport::new(&name, 115_200)
         .timeout(Duration::from_millis(500))
         .open()
         .with_context(|| format!("cannot open serial port {name}"))?;
+    discard_stale_input(serial.as_mut())
+        .with_context(|| format!("cannot read serial port {name}"))?;
     Ok(Link::new(SerialTransport(serial), LinkConfig::default()))
+}
+
+/// Drops whatever the device sent before this command started: replies to an earlier,
+/// interrupted command or the device's complaints about line noise would otherwise be taken for
+/// answers to (or reasons to resend) this command's first request. Waits until the line has
+/// been quiet for a moment, bounded so a chattering line cannot stall the command.
+fn discard_stale_input(serial: &mut dyn serialport::SerialPort) -> std::io::Result<()> {
+    const QUIET: Duration = Duration::from_millis(30);
+    const MOST: Duration = Duration::from_millis(500);
+    serial.clear(serialport::ClearBuffer::Input)?;
+    serial.set_timeout(QUIET)?;
+    let started = std::time::Instant::now();
+    let mut scratch = [0u8; 256];
+    while started.elapsed() < MOST {
+        match serial.read(&mut scratch) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    serial.set_timeout(Duration::from_millis(500))?;
+    Ok(())
 }
 
 fn info(args: PortArgs) -> anyhow::Result<()> {
