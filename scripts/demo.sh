@@ -19,7 +19,7 @@ shared="${EMBER_SHARED_DIR:-$root/../shared}"
 
 say "building the ember command"
 cargo build --release -q -p ember-cli
-ember="$root/target/release/ember"
+ember="${CARGO_TARGET_DIR:-$root/target}/release/ember"
 work="$root/target/demo"
 mkdir -p "$work"
 
