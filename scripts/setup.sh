@@ -4,9 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(gcc-arm-none-eabi qemu-system-arm espeak-ng flite sox libudev-dev pkg-config flatbuffers-compiler xxd)
-# The Debian Rust toolchain with std sources builds Cortex-M targets when rustup has no thumb targets.
-if ! rustup target list --installed 2>/dev/null | grep -q thumbv7em-none-eabihf; then
+apt_packages=(gcc-arm-none-eabi qemu-system-arm espeak-ng flite sox libudev-dev pkg-config flatbuffers-compiler xxd
+  gcc-aarch64-linux-gnu qemu-user)
+# The Debian Rust toolchain with std sources builds Cortex-M (and aarch64 std) when rustup lacks
+# those targets.
+installed_targets=$(rustup target list --installed 2>/dev/null || true)
+if ! grep -q thumbv7em-none-eabihf <<<"$installed_targets" || ! grep -q aarch64-unknown-linux-gnu <<<"$installed_targets"; then
   apt_packages+=(rustc-web rust-web-src cargo-web)
 fi
 missing=()

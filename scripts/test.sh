@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check CI runs, cheapest first. Installs what it needs (apt, pip) when run as root.
-# Usage: scripts/test.sh [--quick]   (--quick skips the firmware/QEMU stages)
+# Usage: scripts/test.sh [--quick]   (--quick skips the aarch64, firmware and QEMU stages)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -35,6 +35,8 @@ if [[ $quick -eq 0 ]]; then
     step "no_std builds and board firmware"
     scripts/firmware/build.sh --all
   fi
+  step "aarch64 (Raspberry Pi) NEON kernels: runtime tests under qemu-aarch64"
+  scripts/bench/aarch64-test.sh
   if [[ -x scripts/firmware/test-qemu.sh ]]; then
     step "firmware on the emulated Cortex-M4 (QEMU)"
     scripts/firmware/test-qemu.sh
