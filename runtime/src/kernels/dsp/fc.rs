@@ -1,21 +1,30 @@
 //! Fully connected with the DSP shim.
 //!
-//! One pass over the input row per 4 output channels. The row is widened once (input offset
-//! added, `[lanes 0/2, lanes 1/3]` per 4 values, [`widen_row`]); each pair of widened words then
-//! feeds the filter words of 4 channels, split with `SXTB16` / `SXTB16 ROR #8` into the same lane
-//! order, so a filter word costs one load, two splits and two `SMLAD`s (4 MACs). A filter offset
-//! (asymmetric weights) is not added per weight: `sum((w + fo) * x) = sum(w * x) + fo * sum(x)`,
-//! and `sum(x)` over the widened row is computed once per row.
+//! The input row is widened once per call (input offset added, `[lanes 0/2, lanes 1/3]` per 4
+//! values, [`widen_row`]) into a stack buffer. Output channels then go in pairs: each pass over
+//! the widened row feeds the filter words of 2 channels, split with `SXTB16` / `SXTB16 ROR #8`
+//! into the same lane order, so a filter word costs two splits and two `SMLAD`s (4 MACs) plus
+//! its share of the loads. A filter offset (asymmetric weights) is not added per weight:
+//! `sum((w + fo) * x) = sum(w * x) + fo * sum(x)`, and `fo * sum(x)` over the widened row is
+//! computed once per row and starts every sum.
 //!
-//! On `thumbv7em` the 4-channel loop is one `asm!` block ([`dot_4rows`]): it needs 14 registers
-//! (4 sums, 4 filter row pointers, the widened row's pointer and end, 2 widened words, a filter
-//! word and its split half), more than LLVM leaves to Rust code, which spilled. Elsewhere the same
-//! loop runs in Rust with the shim, so the host tests hold both to the reference.
+//! On `thumbv7em` the loop over every channel pair of a chunk is one `asm!` block
+//! ([`dot_row_pairs`]): 8 inputs x 2 channels per step with one `LDM` of 4 widened words and one
+//! `LDRD` of 2 filter words per channel (19 instructions for 16 MACs), 4 steps per iteration.
+//! `LDRD` needs word-aligned filter rows, so the kernel takes depths that are a multiple of 4
+//! with a word-aligned filter (the format aligns constants to 16 bytes) and declines the rest,
+//! which run the reference. Elsewhere the same loop runs in Rust with the shim, so the host
+//! tests hold both to the reference. The raw sums of up to [`SUMS_CHUNK`] channels go to the
+//! stack and one tight loop requantizes them.
+
+use core::mem::MaybeUninit;
 
 use super::*;
 
-/// [`FullyConnectedS8`]: 4 output channels per pass over the input row. Same arguments as
-/// [`super::fully_connected::fully_connected_s8_reference`]; `false` when not handled here.
+/// [`FullyConnectedS8`]: 2 output channels per pass over the widened input row. Same arguments
+/// as [`super::fully_connected::fully_connected_s8_reference`]; `false` when not handled here
+/// (depth not a multiple of 4 or longer than [`FC_WIDE_WORDS`] pairs, filter not word-aligned,
+/// offsets or requantization out of range).
 #[allow(clippy::too_many_arguments)]
 pub fn fully_connected_s8_dsp(
     p: &FullyConnectedS8,
@@ -32,6 +41,9 @@ pub fn fully_connected_s8_dsp(
     if !(-255..=255).contains(&p.input_offset)
         || !(-255..=255).contains(&p.filter_offset)
         || depth == 0
+        || !depth.is_multiple_of(4)
+        || depth / 2 > FC_WIDE_WORDS
+        || !(filter.as_ptr() as usize).is_multiple_of(4)
         || input.len() < dims.batches * depth
         || filter.len() < channels * depth
         || output.len() < dims.batches * channels
@@ -45,84 +57,59 @@ pub fn fully_connected_s8_dsp(
     }
     let per_tensor = FcRequant::new(multipliers[0], shifts[0]);
     let groups = depth / 4;
-    let tail = groups * 4;
-    // Uninitialized: `widen_row` writes the words it hands out (no 4 KB clear per call).
-    let mut wide = [core::mem::MaybeUninit::<u32>::uninit(); FC_WIDE_WORDS];
-    let widen = groups * 2 <= FC_WIDE_WORDS;
+    // Uninitialized: `widen_row` writes the words it hands out and `dot_row_pairs` the sums
+    // (no 4 KB + 1 KB clear per call).
+    let mut wide = [MaybeUninit::<u32>::uninit(); FC_WIDE_WORDS];
+    let mut sums = [MaybeUninit::<i32>::uninit(); SUMS_CHUNK + 1];
     for (row, out_row) in input
         .chunks_exact(depth)
         .zip(output.chunks_exact_mut(channels))
         .take(dims.batches)
     {
-        // The row widened (offset added) once for every channel, when it fits the stack, and
-        // its sum for the filter offset.
-        let wide_row = if widen {
-            widen_row(row, groups, simd::splat16(p.input_offset), &mut wide)
-        } else {
-            &[]
-        };
-        let filter_offset_sum = if p.filter_offset != 0 {
+        let wide_row = widen_row(row, groups, simd::splat16(p.input_offset), &mut wide);
+        let init = if p.filter_offset != 0 {
             let ones = simd::splat16(1);
             let row_sum = wide_row.iter().fold(0, |sum, &x| simd::smlad(x, ones, sum));
             p.filter_offset.wrapping_mul(row_sum)
         } else {
             0
         };
-        // Raw sums of up to `SUMS_CHUNK` channels first, then their requantization in one
-        // tight loop (its parameters stay in registers, which the `asm!` loop needs all of).
-        let mut sums = [0i32; SUMS_CHUNK];
         for start in (0..channels).step_by(SUMS_CHUNK) {
             let len = (channels - start).min(SUMS_CHUNK);
-            for (block, block_sums) in sums[..len].chunks_mut(4).enumerate() {
-                let c = start + block * 4;
-                let count = block_sums.len();
-                // SAFETY: the filter holds `channels * depth` values (checked above) and
-                // `c + count <= channels`; rows past the last channel repeat it (their sums are
-                // dropped).
-                let rows = unsafe {
-                    let base = filter.as_ptr().add(c * depth);
-                    let row = |i: usize| base.add(i.min(count - 1) * depth);
-                    if count == 4 {
-                        [
-                            base,
-                            base.add(depth),
-                            base.add(2 * depth),
-                            base.add(3 * depth),
-                        ]
-                    } else {
-                        [row(0), row(1), row(2), row(3)]
-                    }
-                };
-                // SAFETY: each filter row holds `depth` values, the widened row `groups * 2`
-                // words and the input row `depth` values.
-                let mut acc = unsafe {
-                    if widen {
-                        dot_4rows(wide_row.as_ptr(), rows, groups)
-                    } else {
-                        dot_1x4_narrow(row.as_ptr(), rows, groups, p.input_offset, p.filter_offset)
-                    }
-                };
-                if widen && filter_offset_sum != 0 {
-                    for a in &mut acc {
-                        *a = a.wrapping_add(filter_offset_sum);
-                    }
+            let pairs = len / 2;
+            // SAFETY: `wide_row` holds `groups * 2` words; the filter holds `channels * depth`
+            // values (checked above) and channels `start..start + len` are within it, so every
+            // row read is inside it; `sums` has room for `len + 1` values.
+            let chunk_sums = unsafe {
+                let first = filter.as_ptr().add(start * depth);
+                let sums_out = sums.as_mut_ptr() as *mut i32;
+                if pairs > 0 {
+                    let rows = [first, first.add(depth)];
+                    dot_row_pairs(
+                        wide_row.as_ptr(),
+                        groups,
+                        rows,
+                        depth,
+                        pairs,
+                        init,
+                        sums_out,
+                    );
                 }
-                for k in tail..depth {
-                    let x = row[k] as i32 + p.input_offset;
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        let f = filter[(c + i.min(count - 1)) * depth + k] as i32 + p.filter_offset;
-                        *a = a.wrapping_add(f * x);
-                    }
+                if len % 2 == 1 {
+                    // The last channel of an odd count, paired with itself.
+                    let last = first.add((len - 1) * depth);
+                    let out = sums_out.add(len - 1);
+                    dot_row_pairs(wide_row.as_ptr(), groups, [last, last], 0, 1, init, out);
                 }
-                block_sums.copy_from_slice(&acc[..count]);
-            }
+                core::slice::from_raw_parts(sums_out as *const i32, len)
+            };
             let out_chunk = &mut out_row[start..start + len];
             let bias_chunk = bias.map(|b| &b[start..start + len]);
             if multipliers.len() > 1 {
                 let requant = |i: usize| FcRequant::new(multipliers[start + i], shifts[start + i]);
-                finish_outputs(p, &sums[..len], bias_chunk, requant, out_chunk);
+                finish_outputs(p, chunk_sums, bias_chunk, requant, out_chunk);
             } else {
-                finish_outputs(p, &sums[..len], bias_chunk, |_| per_tensor, out_chunk);
+                finish_outputs(p, chunk_sums, bias_chunk, |_| per_tensor, out_chunk);
             }
         }
     }
@@ -227,156 +214,176 @@ fn widen_row<'a>(
     unsafe { core::slice::from_raw_parts(wide.as_ptr() as *const u32, wide.len()) }
 }
 
-/// Four channels' sums of `filter * x` over `groups * 4` values of a row widened by
-/// [`widen_row`] (no filter offset). The Rust twin of the `thumbv7em` assembly below: the same
-/// loop, one group of 4 values at a time.
+/// For `blocks` pairs of filter rows, the pair's two sums `init + sum(filter * x)` over
+/// `groups * 4` values of a row widened by [`widen_row`], written to `sums[2 * b]` and
+/// `sums[2 * b + 1]`. The first pair is `rows`; each next pair starts `stride` bytes after the
+/// end of the previous one (`stride = depth` for consecutive pairs of a row-major filter). The
+/// Rust twin of the `thumbv7em` assembly below: the same loop, one group of 4 values at a time.
 ///
 /// # Safety
-/// `wide` must point to `groups * 2` readable words and every row to `groups * 4` bytes.
+/// `wide` must point to `groups * 2` readable words, each row of every pair to `groups * 4`
+/// readable bytes (word-aligned on `thumbv7em`), and `sums` to `2 * blocks` writable values.
 #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
 #[inline(always)]
-unsafe fn dot_4rows(wide: *const u32, rows: [*const i8; 4], groups: usize) -> [i32; 4] {
+unsafe fn dot_row_pairs(
+    wide: *const u32,
+    groups: usize,
+    rows: [*const i8; 2],
+    stride: usize,
+    blocks: usize,
+    init: i32,
+    sums: *mut i32,
+) {
     use simd::*;
-    let mut acc = [0i32; 4];
+    let mut rows = rows;
     // SAFETY (whole block): group `g` reads words `2g, 2g + 1` of `wide` and bytes
-    // `4g..4g + 4` of each row, within the bounds the caller guarantees.
+    // `4g..4g + 4` of each row, pair `b` writes `sums[2b..2b + 2]`, within the bounds the caller
+    // guarantees.
     unsafe {
-        for g in 0..groups {
-            let x02 = *wide.add(2 * g);
-            let x13 = *wide.add(2 * g + 1);
-            for (a, row) in acc.iter_mut().zip(rows) {
-                let f = read_u32(row.add(4 * g));
-                *a = smlad(x02, sxtb16(f), *a);
-                *a = smlad(x13, sxtb16_ror8(f), *a);
+        for b in 0..blocks {
+            let mut acc = [init; 2];
+            for g in 0..groups {
+                let x02 = *wide.add(2 * g);
+                let x13 = *wide.add(2 * g + 1);
+                for (a, row) in acc.iter_mut().zip(rows) {
+                    let f = read_u32(row.add(4 * g));
+                    *a = smlad(x02, sxtb16(f), *a);
+                    *a = smlad(x13, sxtb16_ror8(f), *a);
+                }
             }
+            *sums.add(2 * b) = acc[0];
+            *sums.add(2 * b + 1) = acc[1];
+            rows = rows.map(|row| row.wrapping_add(groups * 4 + stride));
         }
     }
-    acc
 }
 
-/// One group of 4 values for the 4 channels: 21 instructions for 16 MACs. Registers: sums
-/// `r0`-`r3`, filter row pointers `r4`, `r5`, `r8`, `r9`, widened row pointer `r10`, widened
-/// words `r12` (lanes 0/2) and `lr` (lanes 1/3), filter word `r6`, its split half `r7`.
+/// One group of 4 values for the 2 channels (11 instructions, 8 MACs). Registers: sums `r0`,
+/// `r1`, filter row pointers `r2`, `r3`, widened row pointer `r4`, widened words `r9` (lanes
+/// 0/2) and `r10` (lanes 1/3), filter word `lr`, its split half `r7`.
 #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
 macro_rules! fc_group {
     () => {
         concat!(
-            "ldrd r12, lr, [r10], #8\n",
-            "ldr r6, [r4], #4\n",
-            "sxtb16 r7, r6\n",
-            "smlad r0, r12, r7, r0\n",
-            "sxtb16 r7, r6, ror #8\n",
-            "smlad r0, lr, r7, r0\n",
-            "ldr r6, [r5], #4\n",
-            "sxtb16 r7, r6\n",
-            "smlad r1, r12, r7, r1\n",
-            "sxtb16 r7, r6, ror #8\n",
-            "smlad r1, lr, r7, r1\n",
-            "ldr r6, [r8], #4\n",
-            "sxtb16 r7, r6\n",
-            "smlad r2, r12, r7, r2\n",
-            "sxtb16 r7, r6, ror #8\n",
-            "smlad r2, lr, r7, r2\n",
-            "ldr r6, [r9], #4\n",
-            "sxtb16 r7, r6\n",
-            "smlad r3, r12, r7, r3\n",
-            "sxtb16 r7, r6, ror #8\n",
-            "smlad r3, lr, r7, r3\n",
+            "ldrd r9, r10, [r4], #8\n",
+            "ldr lr, [r2], #4\n",
+            "sxtb16 r7, lr\n",
+            "smlad r0, r9, r7, r0\n",
+            "sxtb16 lr, lr, ror #8\n",
+            "smlad r0, r10, lr, r0\n",
+            "ldr lr, [r3], #4\n",
+            "sxtb16 r7, lr\n",
+            "smlad r1, r9, r7, r1\n",
+            "sxtb16 lr, lr, ror #8\n",
+            "smlad r1, r10, lr, r1\n",
         )
     };
 }
 
-/// [`dot_4rows`] on Cortex-M4/M7: 4 groups per loop iteration (86 instructions for 64 MACs),
-/// then the remaining 0-3 groups one at a time (`r11` holds the end of each loop). `r6` and `r7`
-/// cannot be `asm!` operands (LLVM's base and frame pointers), so the block saves and restores
-/// them itself.
+/// Two groups (8 values) for the 2 channels: one `LDM` of 4 widened words (`r9`-`r12`), one
+/// `LDRD` of 2 filter words (`lr`, `r6`) per channel; 19 instructions for 16 MACs.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+macro_rules! fc_step8 {
+    () => {
+        concat!(
+            "ldm r4!, {{r9, r10, r11, r12}}\n",
+            "ldrd lr, r6, [r2], #8\n",
+            "sxtb16 r7, lr\n",
+            "smlad r0, r9, r7, r0\n",
+            "sxtb16 lr, lr, ror #8\n",
+            "smlad r0, r10, lr, r0\n",
+            "sxtb16 r7, r6\n",
+            "smlad r0, r11, r7, r0\n",
+            "sxtb16 r6, r6, ror #8\n",
+            "smlad r0, r12, r6, r0\n",
+            "ldrd lr, r6, [r3], #8\n",
+            "sxtb16 r7, lr\n",
+            "smlad r1, r9, r7, r1\n",
+            "sxtb16 lr, lr, ror #8\n",
+            "smlad r1, r10, lr, r1\n",
+            "sxtb16 r7, r6\n",
+            "smlad r1, r11, r7, r1\n",
+            "sxtb16 r6, r6, ror #8\n",
+            "smlad r1, r12, r6, r1\n",
+        )
+    };
+}
+
+/// [`dot_row_pairs`] on Cortex-M4/M7, the loop over pairs included: per pair, `groups % 8`
+/// single groups (up to `r5`), then 4 [`fc_step8`]s (32 values) per iteration up to `r8`, the
+/// two sums stored with `STRD`, and both row pointers moved on by `stride`. The pair loop's
+/// state lives on the stack (`[sp]` widened row, `init`, `stride`, sums pointer, pairs left),
+/// as every register is taken inside. `r6` and `r7` cannot be `asm!` operands (LLVM's base and
+/// frame pointers), so the block saves and restores them itself.
 ///
 /// # Safety
-/// As the Rust twin.
+/// As the Rust twin; `blocks >= 1` and the filter rows word-aligned (`LDRD`).
 #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
 #[inline(always)]
-unsafe fn dot_4rows(wide: *const u32, rows: [*const i8; 4], groups: usize) -> [i32; 4] {
-    let [w0, w1, w2, w3] = rows;
-    let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
+unsafe fn dot_row_pairs(
+    wide: *const u32,
+    groups: usize,
+    rows: [*const i8; 2],
+    stride: usize,
+    blocks: usize,
+    init: i32,
+    sums: *mut i32,
+) {
+    let [row0, row1] = rows;
     // SAFETY: the pointers stay within the bounds the caller guarantees (each group reads
-    // 2 words of `wide` and 4 bytes of each row); the stack is restored before the block ends.
+    // 2 words of `wide` and 4 bytes of each row, each pair writes 2 sums); the stack is restored
+    // before the block ends.
     unsafe {
-        let quad_end = wide.add((groups & !3) * 2);
+        let singles_end = wide.add((groups % 8) * 2);
         let end = wide.add(groups * 2);
         core::arch::asm!(
             "push {{r6, r7}}",
-            // The end of the row, for the single-group loop (no register left to hold it).
-            "str r12, [sp, #-8]!",
-            "cmp r10, r11",
+            // [sp]: widened row, init, stride, sums pointer, pairs left.
+            "push {{r9, r10, r11, r12, lr}}",
+            "1:",
+            "ldrd r4, r0, [sp]",
+            "mov r1, r0",
+            "cmp r4, r5",
             "beq 3f",
             "2:",
             fc_group!(),
-            fc_group!(),
-            fc_group!(),
-            fc_group!(),
-            "cmp r10, r11",
+            "cmp r4, r5",
             "bne 2b",
             "3:",
-            "ldr r11, [sp]",
-            "cmp r10, r11",
+            "cmp r4, r8",
             "beq 5f",
             "4:",
-            fc_group!(),
-            "cmp r10, r11",
+            fc_step8!(),
+            fc_step8!(),
+            fc_step8!(),
+            fc_step8!(),
+            "cmp r4, r8",
             "bne 4b",
             "5:",
-            "add sp, #8",
+            "ldr r9, [sp, #8]",
+            "ldrd r10, r11, [sp, #12]",
+            "strd r0, r1, [r10], #8",
+            "add r2, r2, r9",
+            "add r3, r3, r9",
+            "subs r11, r11, #1",
+            "strd r10, r11, [sp, #12]",
+            "bne 1b",
+            "add sp, #20",
             "pop {{r6, r7}}",
-            inout("r0") a0,
-            inout("r1") a1,
-            inout("r2") a2,
-            inout("r3") a3,
-            inout("r4") w0 => _,
-            inout("r5") w1 => _,
-            inout("r8") w2 => _,
-            inout("r9") w3 => _,
-            inout("r10") wide => _,
-            inout("r11") quad_end => _,
-            inout("r12") end => _,
-            out("lr") _,
+            out("r0") _,
+            out("r1") _,
+            inout("r2") row0 => _,
+            inout("r3") row1 => _,
+            out("r4") _,
+            in("r5") singles_end,
+            in("r8") end,
+            inout("r9") wide => _,
+            inout("r10") init => _,
+            inout("r11") stride => _,
+            inout("r12") sums => _,
+            inout("lr") blocks => _,
         );
     }
-    [a0, a1, a2, a3]
-}
-
-/// Four channels' sums for rows too long to widen on the stack: widens as it goes.
-///
-/// # Safety
-/// `x` and every row must point to `groups * 4` readable bytes.
-#[inline(always)]
-unsafe fn dot_1x4_narrow(
-    x: *const i8,
-    rows: [*const i8; 4],
-    groups: usize,
-    input_offset: i32,
-    filter_offset: i32,
-) -> [i32; 4] {
-    use simd::*;
-    let (input_offset, filter_offset) = (splat16(input_offset), splat16(filter_offset));
-    let mut rows = rows;
-    let mut acc = [0i32; 4];
-    let mut x = x;
-    // SAFETY (whole block): each pointer walks `groups * 4` values of its row.
-    unsafe {
-        for _ in 0..groups {
-            let v = read_u32(x);
-            let v02 = sxtab16(input_offset, v);
-            let v13 = sxtab16_ror8(input_offset, v);
-            for (a, wp) in acc.iter_mut().zip(rows.iter_mut()) {
-                let f = read_u32(*wp);
-                *a = smlad(v02, sxtab16(filter_offset, f), *a);
-                *a = smlad(v13, sxtab16_ror8(filter_offset, f), *a);
-                *wp = wp.add(4);
-            }
-            x = x.add(4);
-        }
-    }
-    acc
 }
 
 #[cfg(test)]
@@ -402,10 +409,17 @@ mod tests {
     }
 
     fn fc_case(rng: &mut Rng) -> FcCase {
+        // Mostly depths the kernel takes (multiples of 4: single groups and 32-value steps),
+        // some it declines.
+        let accum_depth = if rng.range(0, 3) == 0 {
+            rng.range(1, 70)
+        } else {
+            rng.range(1, 40) * 4
+        } as usize;
         let dims = FcDims {
             batches: rng.range(1, 3) as usize,
-            accum_depth: rng.range(1, 70) as usize,
-            output_depth: rng.range(1, 11) as usize,
+            accum_depth,
+            output_depth: rng.range(1, 19) as usize,
         };
         let (multipliers, shifts) = random_requant(rng, dims.output_depth);
         let (act_min, act_max) = random_act(rng);
@@ -458,20 +472,48 @@ mod tests {
         out
     }
 
-    fn fc_dsp(c: &FcCase) -> Vec<i8> {
+    /// The filter copied to a word-aligned buffer (as the format aligns constants), or shifted
+    /// one byte off alignment.
+    fn placed_filter(filter: &[i8], misaligned: bool) -> (Vec<u32>, usize) {
+        let offset = usize::from(misaligned);
+        let mut words = std::vec![0u32; (filter.len() + offset).div_ceil(4) + 1];
+        let bytes = bytemuck::cast_slice_mut::<u32, i8>(&mut words);
+        bytes[offset..offset + filter.len()].copy_from_slice(filter);
+        (words, offset)
+    }
+
+    /// The DSP kernel's output, `None` when it declines.
+    fn fc_dsp_placed(c: &FcCase, misaligned: bool) -> Option<Vec<i8>> {
         let mut out = std::vec![0i8; c.dims.batches * c.dims.output_depth];
-        let bias = c.bias.as_deref();
-        assert!(fully_connected_s8_dsp(
+        let (words, offset) = placed_filter(&c.filter, misaligned);
+        let filter = &bytemuck::cast_slice::<u32, i8>(&words)[offset..offset + c.filter.len()];
+        fully_connected_s8_dsp(
             &c.p,
             c.dims,
             &c.input,
-            &c.filter,
-            bias,
+            filter,
+            c.bias.as_deref(),
             &c.multipliers,
             &c.shifts,
-            &mut out
-        ));
-        out
+            &mut out,
+        )
+        .then_some(out)
+    }
+
+    /// What `eval` computes: the DSP kernel, which must take every depth that is a multiple of
+    /// 4 with an aligned filter, else the reference.
+    fn fc_dsp(c: &FcCase) -> Vec<i8> {
+        match fc_dsp_placed(c, false) {
+            Some(out) => out,
+            None => {
+                assert!(
+                    !c.dims.accum_depth.is_multiple_of(4) || c.dims.accum_depth > FC_WIDE_WORDS * 2,
+                    "declined {:?}",
+                    c.dims
+                );
+                fc_reference(c)
+            }
+        }
     }
 
     crate::kernel_variants_match_reference!(
@@ -517,8 +559,9 @@ mod tests {
     }
 
     /// Layer shapes of the shared models (AD 640/128/8 wide, KWS 64 -> 12, hello_world
-    /// 1 -> 16 -> 16 -> 1), with and without a filter offset: long runs of the 4-group loop,
-    /// every remainder of the 1-group loop, and depths under 4 (no group: the scalar tail only).
+    /// 1 -> 16 -> 16 -> 1), with and without a filter offset: long runs of the 32-value loop,
+    /// single groups only (36), odd channel counts, more channels than one chunk of sums, the
+    /// longest row the kernel widens, and depths it declines (1, 3).
     #[test]
     fn fully_connected_model_shapes_match_reference() {
         let mut rng = Rng(23);
@@ -534,6 +577,9 @@ mod tests {
             (16, 16),
             (16, 1),
             (3, 7),
+            (36, 3),
+            (260, 257),
+            (FC_WIDE_WORDS * 2, 5),
         ];
         for (depth, channels) in shapes {
             for filter_offset in [0, 3, -128] {
@@ -554,16 +600,23 @@ mod tests {
         }
     }
 
-    /// Rows longer than the stack's widened copy take the widen-as-you-go loop.
+    /// Rows longer than the stack's widened copy, depths that are not a multiple of 4 and
+    /// filters that are not word-aligned (`LDRD`) are declined (the reference runs them).
     #[test]
-    fn fully_connected_long_rows_match_reference() {
+    fn fully_connected_declines_what_it_cannot_load() {
         let mut rng = Rng(17);
-        for _ in 0..6 {
+        for depth in [FC_WIDE_WORDS * 2 + 4, 7, 130] {
             let mut c = fc_case(&mut rng);
-            c.dims.accum_depth = FC_WIDE_WORDS * 2 + rng.range(1, 9) as usize;
-            c.input = rng.vec_i8(c.dims.batches * c.dims.accum_depth);
-            c.filter = rng.vec_i8(c.dims.output_depth * c.dims.accum_depth);
-            assert_eq!(fc_dsp(&c), fc_reference(&c), "{:?}", c.dims);
+            c.dims.accum_depth = depth;
+            c.input = rng.vec_i8(c.dims.batches * depth);
+            c.filter = rng.vec_i8(c.dims.output_depth * depth);
+            assert!(fc_dsp_placed(&c, false).is_none(), "{:?}", c.dims);
         }
+        let mut c = fc_case(&mut rng);
+        c.dims.accum_depth = 64;
+        c.input = rng.vec_i8(c.dims.batches * 64);
+        c.filter = rng.vec_i8(c.dims.output_depth * 64);
+        assert!(fc_dsp_placed(&c, true).is_none());
+        assert_eq!(fc_dsp_placed(&c, false), Some(fc_reference(&c)));
     }
 }
