@@ -282,7 +282,9 @@ fn run_emulator(board: &Board, elf: &Path, timeout: Duration) -> anyhow::Result<
         bail!("{program} is not installed: sudo apt-get install qemu-system-arm");
     }
     eprintln!("running on {program} (-icount shift=0)");
-    let mut child = Process::new(program)
+    let mut command = Process::new(program);
+    crate::device::stop_with_parent(&mut command);
+    let mut child = command
         .args(args)
         .args(["-monitor", "none", "-serial", "null", "-kernel"])
         .arg(elf)

@@ -478,6 +478,29 @@ fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Asks Linux to send the emulator SIGTERM when ember exits for any reason (killed, crashed), so a
+/// QEMU never outlives the command that started it. Elsewhere only Ctrl-C (which reaches the whole
+/// process group) stops both. Linux sends the signal when the *thread* that spawned the child
+/// exits, so call this only for children started from the main thread.
+pub fn stop_with_parent(command: &mut Process) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt as _;
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
+        // async-signal-safe; it allocates nothing and touches no locks.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
+}
+
 /// A running emulator and the PTY of its UART0.
 pub struct Qemu {
     pub child: std::process::Child,
@@ -487,7 +510,9 @@ pub struct Qemu {
 /// Boots `elf` halted (`-S`), finds the PTY QEMU created for UART0, opens it once so QEMU
 /// sees a reader, then resumes the CPU through the monitor on QEMU's stdin.
 pub fn spawn_qemu(elf: &Path) -> anyhow::Result<Qemu> {
-    let mut child = Process::new("qemu-system-arm")
+    let mut command = Process::new("qemu-system-arm");
+    stop_with_parent(&mut command);
+    let mut child = command
         .args(["-M", "mps2-an386", "-cpu", "cortex-m4", "-nographic", "-S"])
         .args(["-icount", "shift=0"])
         .args(["-semihosting-config", "enable=on,target=native"])
