@@ -105,7 +105,16 @@ pub fn fully_connected_s8_dsp(
             };
             let out_chunk = &mut out_row[start..start + len];
             let bias_chunk = bias.map(|b| &b[start..start + len]);
-            if multipliers.len() > 1 {
+            if multipliers.len() == 1 && per_tensor.total_shift >= 33 {
+                // The usual case: one multiplier, one `SMMUL`-based rounding.
+                if p.act_min == -128 && p.act_max == 127 {
+                    requantize_per_tensor::<true>(p, per_tensor, chunk_sums, bias_chunk, out_chunk);
+                } else {
+                    requantize_per_tensor::<false>(
+                        p, per_tensor, chunk_sums, bias_chunk, out_chunk,
+                    );
+                }
+            } else if multipliers.len() > 1 {
                 let requant = |i: usize| FcRequant::new(multipliers[start + i], shifts[start + i]);
                 finish_outputs(p, chunk_sums, bias_chunk, requant, out_chunk);
             } else {
@@ -118,6 +127,38 @@ pub fn fully_connected_s8_dsp(
 
 /// Channels whose raw sums are held on the stack before requantization.
 const SUMS_CHUNK: usize = 256;
+
+/// `out[i] = clamp(requant(sums[i] + bias[i]) + output_offset)` for one requantizer with
+/// `total_shift >= 33` (a shift below -1): [`FcRequant::apply`]'s first branch, no per-output
+/// test. `FULL_RANGE`: the activation range is all of int8 (one `SSAT`).
+#[inline(never)]
+fn requantize_per_tensor<const FULL_RANGE: bool>(
+    p: &FullyConnectedS8,
+    requant: FcRequant,
+    sums: &[i32],
+    bias: Option<&[i32]>,
+    out: &mut [i8],
+) {
+    let (multiplier, high_round) = (requant.multiplier, requant.high_round);
+    let shift = requant.total_shift - 32;
+    let finish = |acc: i32| {
+        let high = ((acc as i64 * multiplier as i64) >> 32) as i32;
+        let v = ((high + high_round) >> shift).wrapping_add(p.output_offset);
+        clamp_to_int8::<FULL_RANGE>(v, p.act_min, p.act_max)
+    };
+    match bias {
+        Some(bias) => {
+            for ((o, &s), &b) in out.iter_mut().zip(sums).zip(bias) {
+                *o = finish(s.wrapping_add(b));
+            }
+        }
+        None => {
+            for (o, &s) in out.iter_mut().zip(sums) {
+                *o = finish(s);
+            }
+        }
+    }
+}
 
 /// `out[i] = clamp(requant(i)(sums[i] + bias[i]) + output_offset)`.
 #[inline(always)]
