@@ -105,20 +105,29 @@ pub fn fully_connected_s8_dsp(
             };
             let out_chunk = &mut out_row[start..start + len];
             let bias_chunk = bias.map(|b| &b[start..start + len]);
-            if multipliers.len() == 1 && per_tensor.total_shift >= 33 {
-                // The usual case: one multiplier, one `SMMUL`-based rounding.
-                if p.act_min == -128 && p.act_max == 127 {
-                    requantize_per_tensor::<true>(p, per_tensor, chunk_sums, bias_chunk, out_chunk);
-                } else {
-                    requantize_per_tensor::<false>(
-                        p, per_tensor, chunk_sums, bias_chunk, out_chunk,
-                    );
-                }
-            } else if multipliers.len() > 1 {
-                let requant = |i: usize| FcRequant::new(multipliers[start + i], shifts[start + i]);
-                finish_outputs(p, chunk_sums, bias_chunk, requant, out_chunk);
+            if multipliers.len() == 1
+                && per_tensor.total_shift >= 33
+                && p.act_min == -128
+                && p.act_max == 127
+            {
+                // The usual case: one multiplier, one `SMMUL`-based rounding, no clamp.
+                requantize_per_tensor(
+                    p.output_offset,
+                    per_tensor,
+                    chunk_sums,
+                    bias_chunk,
+                    out_chunk,
+                );
             } else {
-                finish_outputs(p, chunk_sums, bias_chunk, |_| per_tensor, out_chunk);
+                requantize(
+                    p,
+                    chunk_sums,
+                    bias_chunk,
+                    multipliers,
+                    shifts,
+                    start,
+                    out_chunk,
+                );
             }
         }
     }
@@ -128,12 +137,12 @@ pub fn fully_connected_s8_dsp(
 /// Channels whose raw sums are held on the stack before requantization.
 const SUMS_CHUNK: usize = 256;
 
-/// `out[i] = clamp(requant(sums[i] + bias[i]) + output_offset)` for one requantizer with
-/// `total_shift >= 33` (a shift below -1): [`FcRequant::apply`]'s first branch, no per-output
-/// test. `FULL_RANGE`: the activation range is all of int8 (one `SSAT`).
+/// `out[i] = ssat8(requant(sums[i] + bias[i]) + output_offset)` for one requantizer with
+/// `total_shift >= 33` (a shift below -1) and the full int8 activation range: [`FcRequant::apply`]'s
+/// first branch, no per-output test.
 #[inline(never)]
-fn requantize_per_tensor<const FULL_RANGE: bool>(
-    p: &FullyConnectedS8,
+fn requantize_per_tensor(
+    output_offset: i32,
     requant: FcRequant,
     sums: &[i32],
     bias: Option<&[i32]>,
@@ -143,8 +152,7 @@ fn requantize_per_tensor<const FULL_RANGE: bool>(
     let shift = requant.total_shift - 32;
     let finish = |acc: i32| {
         let high = ((acc as i64 * multiplier as i64) >> 32) as i32;
-        let v = ((high + high_round) >> shift).wrapping_add(p.output_offset);
-        clamp_to_int8::<FULL_RANGE>(v, p.act_min, p.act_max)
+        simd::ssat8(((high + high_round) >> shift).wrapping_add(output_offset)) as i8
     };
     match bias {
         Some(bias) => {
@@ -160,32 +168,29 @@ fn requantize_per_tensor<const FULL_RANGE: bool>(
     }
 }
 
-/// `out[i] = clamp(requant(i)(sums[i] + bias[i]) + output_offset)`.
-#[inline(always)]
-fn finish_outputs(
+/// `out[i] = clamp(requant_c(sums[i] + bias[i]) + output_offset)` for channel
+/// `c = start + i` (or the single requantizer), any shift and activation range.
+#[inline(never)]
+fn requantize(
     p: &FullyConnectedS8,
     sums: &[i32],
     bias: Option<&[i32]>,
-    requant: impl Fn(usize) -> FcRequant,
+    multipliers: &[i32],
+    shifts: &[i32],
+    start: usize,
     out: &mut [i8],
 ) {
-    let finish = |i: usize, acc: i32| {
-        requant(i)
-            .apply(acc)
+    let per_channel = multipliers.len() > 1;
+    for (i, (o, &s)) in out.iter_mut().zip(sums).enumerate() {
+        let c = if per_channel { start + i } else { 0 };
+        // In bounds (checked by the caller); the defaults are never used.
+        let bias = bias.and_then(|b| b.get(i)).copied().unwrap_or(0);
+        let multiplier = multipliers.get(c).copied().unwrap_or(0);
+        let shift = shifts.get(c).copied().unwrap_or(0);
+        *o = FcRequant::new(multiplier, shift)
+            .apply(s.wrapping_add(bias))
             .wrapping_add(p.output_offset)
-            .clamp(p.act_min, p.act_max) as i8
-    };
-    match bias {
-        Some(bias) => {
-            for (i, ((o, &s), &b)) in out.iter_mut().zip(sums).zip(bias).enumerate() {
-                *o = finish(i, s.wrapping_add(b));
-            }
-        }
-        None => {
-            for (i, (o, &s)) in out.iter_mut().zip(sums).enumerate() {
-                *o = finish(i, s);
-            }
-        }
+            .clamp(p.act_min, p.act_max) as i8;
     }
 }
 
@@ -360,7 +365,7 @@ macro_rules! fc_step8 {
 /// # Safety
 /// As the Rust twin; `blocks >= 1` and the filter rows word-aligned (`LDRD`).
 #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
-#[inline(always)]
+#[inline(never)]
 unsafe fn dot_row_pairs(
     wide: *const u32,
     groups: usize,
