@@ -118,6 +118,7 @@ pub fn depthwise_conv2d_s8(
     // SAFETY: feature checked; `depthwise_ok` checked the slice lengths.
     unsafe {
         match isa {
+            Isa::Avx2 if depthwise_s8_avx2_rows(p, &d, &ops, output) => {}
             Isa::Avx2 if d.filter_h * d.filter_w <= MAX_DEPTHWISE_TAPS => {
                 depthwise_s8_avx2(p, &d, &ops, output)
             }
@@ -379,6 +380,99 @@ unsafe fn finish8_avx2(
     _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(v, out_offset), lo), hi)
 }
 
+/// The per-channel constants of [`requant_double_avx2`] for 8 channels, worked out once and
+/// applied to every pixel of a block (the shift masks, the odd-lane multiplier and the bias are
+/// per channel, so recomputing them per pixel was a third of a requantization).
+#[derive(Clone, Copy)]
+struct Requant8 {
+    bias: __m256i,
+    mult: __m256i,
+    /// The multiplier of odd lanes moved to the even positions `_mm256_mul_epi32` reads.
+    mult_odd: __m256i,
+    /// All ones in lanes whose multiplier is `i32::MIN` (the one saturating case).
+    mult_min: __m256i,
+    left: __m256i,
+    right: __m256i,
+    mask: __m256i,
+    half_mask: __m256i,
+    out_offset: __m256i,
+    lo: __m256i,
+    hi: __m256i,
+}
+
+impl Requant8 {
+    /// Constants of channels `c..c + 8` (per-channel arrays, or per-tensor values broadcast).
+    ///
+    /// Safety: AVX2; `c + 8` within the per-channel arrays of `ops`.
+    #[inline(always)]
+    unsafe fn new(ops: &S8Operands<'_>, c: usize, out_offset: i32, lo: i32, hi: i32) -> Self {
+        let zero = _mm256_setzero_si256();
+        let bias = match ops.bias {
+            Some(bias) => channel_vec_avx2(&bias[c..c + 8], 0),
+            None => zero,
+        };
+        let mult = channel_vec_avx2(ops.multipliers, c);
+        let shift = channel_vec_avx2(ops.shifts, c);
+        let right = _mm256_max_epi32(_mm256_sub_epi32(zero, shift), zero);
+        let one = _mm256_set1_epi32(1);
+        let mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, right), one);
+        Requant8 {
+            bias,
+            mult,
+            mult_odd: _mm256_srli_epi64(mult, 32),
+            mult_min: _mm256_cmpeq_epi32(mult, _mm256_set1_epi32(i32::MIN)),
+            left: _mm256_max_epi32(shift, zero),
+            right,
+            mask,
+            half_mask: _mm256_srai_epi32(mask, 1),
+            out_offset: _mm256_set1_epi32(out_offset),
+            lo: _mm256_set1_epi32(lo),
+            hi: _mm256_set1_epi32(hi),
+        }
+    }
+
+    /// Bias, TFLite's double-rounding requantization (as [`requant_double_avx2`]), output
+    /// offset and clamp of 8 raw accumulators.
+    #[inline(always)]
+    unsafe fn apply(&self, acc: __m256i) -> __m256i {
+        let zero = _mm256_setzero_si256();
+        let x = _mm256_sllv_epi32(_mm256_add_epi32(acc, self.bias), self.left);
+        let round = _mm256_set1_epi64x(1 << 30);
+        let even = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(x, self.mult), round), 31);
+        let odd_product = _mm256_mul_epi32(_mm256_shuffle_epi32(x, 0b11_11_01_01), self.mult_odd);
+        let odd = _mm256_slli_epi64(_mm256_add_epi64(odd_product, round), 1);
+        let high = _mm256_blend_epi32(even, odd, 0b1010_1010);
+        // x = m = i32::MIN wraps to i32::MIN above; flipping every bit gives i32::MAX.
+        let saturated = _mm256_and_si256(
+            _mm256_cmpeq_epi32(x, _mm256_set1_epi32(i32::MIN)),
+            self.mult_min,
+        );
+        let high = _mm256_xor_si256(high, saturated);
+        let remainder = _mm256_and_si256(high, self.mask);
+        let threshold = _mm256_sub_epi32(self.half_mask, _mm256_cmpgt_epi32(zero, high));
+        let v = _mm256_sub_epi32(
+            _mm256_srav_epi32(high, self.right),
+            _mm256_cmpgt_epi32(remainder, threshold),
+        );
+        _mm256_min_epi32(
+            _mm256_max_epi32(_mm256_add_epi32(v, self.out_offset), self.lo),
+            self.hi,
+        )
+    }
+}
+
+/// Packs 16 int32 lanes already inside [-128, 127] (channels `0..8` in `a`, `8..16` in `b`)
+/// into 16 bytes in channel order.
+#[inline(always)]
+unsafe fn pack16_avx2(a: __m256i, b: __m256i) -> __m128i {
+    // packs works per 128-bit lane: reorder to channel order afterwards.
+    let words = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0b11_01_10_00);
+    _mm_packs_epi16(
+        _mm256_castsi256_si128(words),
+        _mm256_extracti128_si256(words, 1),
+    )
+}
+
 /// Stores 8 int32 lanes already inside [-128, 127] as 8 bytes.
 #[inline(always)]
 unsafe fn store8_avx2(dst: &mut [i8], v: __m256i) {
@@ -468,17 +562,101 @@ unsafe fn conv2d_s8_avx2_packed(
     output: &mut [i8],
     k: usize,
 ) {
+    let source = &ops.filter[..d.out_c * k];
+    #[cfg(feature = "std")]
+    {
+        packed_cache::with_packed(source, d.out_c, k, |packed| {
+            conv2d_s8_avx2_packed_run(p, d, ops, output, k, packed)
+        })
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        let mut packed_buf = MaybeUninit::<[i16; PACKED_FILTER]>::uninit();
+        let packed = zeroed_prefix(&mut packed_buf, d.out_c.div_ceil(16) * 32 * k.div_ceil(2));
+        pack_filter(source, d.out_c, k, packed);
+        conv2d_s8_avx2_packed_run(p, d, ops, output, k, packed)
+    }
+}
+
+/// Packed filters kept between calls (`std` only): the filter of a layer is repacked once per
+/// thread instead of on every inference, which cost as much as a third of a small layer.
+/// An entry is found by the filter's address and used only when its bytes still equal the
+/// copy kept with it, so a model freed and another loaded at the same address cannot hit a
+/// stale entry.
+#[cfg(feature = "std")]
+mod packed_cache {
+    extern crate std;
+    use std::cell::RefCell;
+    use std::vec::Vec;
+
+    struct Entry {
+        address: usize,
+        out_c: usize,
+        k: usize,
+        source: Vec<i8>,
+        packed: Vec<i16>,
+    }
+
+    /// Packed int16 values kept per thread before the cache is emptied.
+    const MAX_PACKED: usize = 16 << 20;
+
+    std::thread_local! {
+        static CACHE: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Runs `run` on the packed form of `source` (`out_c` rows of `k`), packing it on a miss.
+    pub(super) fn with_packed<R>(
+        source: &[i8],
+        out_c: usize,
+        k: usize,
+        run: impl FnOnce(&[i16]) -> R,
+    ) -> R {
+        CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let address = source.as_ptr() as usize;
+            let found = cache.iter().position(|e| {
+                e.address == address && e.out_c == out_c && e.k == k && e.source == source
+            });
+            let index = match found {
+                Some(index) => index,
+                None => {
+                    let mut packed = std::vec![0i16; out_c.div_ceil(16) * 32 * k.div_ceil(2)];
+                    super::pack_filter(source, out_c, k, &mut packed);
+                    let held: usize = cache.iter().map(|e| e.packed.len()).sum();
+                    if held + packed.len() > MAX_PACKED {
+                        cache.clear();
+                    }
+                    cache.retain(|e| e.address != address);
+                    cache.push(Entry {
+                        address,
+                        out_c,
+                        k,
+                        source: source.to_vec(),
+                        packed,
+                    });
+                    cache.len() - 1
+                }
+            };
+            run(&cache[index].packed)
+        })
+    }
+}
+
+/// The packed AVX2 convolution over a filter already packed by [`pack_filter`].
+#[target_feature(enable = "avx2")]
+unsafe fn conv2d_s8_avx2_packed_run(
+    p: &Conv2dS8,
+    d: &SpatialDims,
+    ops: &S8Operands<'_>,
+    output: &mut [i8],
+    k: usize,
+    packed: &[i16],
+) {
     let pairs = k.div_ceil(2);
     let stride = 2 * pairs;
     let groups = d.out_c.div_ceil(16);
-    let mut packed_buf = MaybeUninit::<[i16; PACKED_FILTER]>::uninit();
-    let packed = zeroed_prefix(&mut packed_buf, groups * 32 * pairs);
-    pack_filter(ops.filter, d.out_c, k, packed);
     let mut patch_buf = MaybeUninit::<[i16; PACKED_PIXELS * MAX_PATCH]>::uninit();
     let patches = zeroed_prefix(&mut patch_buf, PACKED_PIXELS * stride);
-    let out_offset = _mm256_set1_epi32(p.output_offset);
-    let lo = _mm256_set1_epi32(p.act_min);
-    let hi = _mm256_set1_epi32(p.act_max);
     let pixels = d.batches * d.out_h * d.out_w;
     let mut first = 0;
     while first < pixels {
@@ -501,23 +679,23 @@ unsafe fn conv2d_s8_avx2_packed(
             );
         }
         for g in 0..groups {
-            let acc = packed_block_avx2::<PACKED_PIXELS>(
-                patches.as_ptr(),
-                stride,
-                packed.as_ptr().add(g * 32 * pairs),
-                pairs,
-            );
-            for (px, acc_px) in acc.iter().enumerate().take(count) {
-                let out_at = (first + px) * d.out_c;
-                let out_pixel = &mut output[out_at..out_at + d.out_c];
-                for (h, &acc_h) in acc_px.iter().enumerate() {
-                    let c = g * 16 + h * 8;
-                    if c + 8 <= d.out_c {
-                        let v = finish8_avx2(acc_h, ops, c, out_offset, lo, hi);
-                        store8_avx2(&mut out_pixel[c..], v);
-                    } else if c < d.out_c {
+            let group = &packed[g * 32 * pairs..(g + 1) * 32 * pairs];
+            let acc =
+                packed_block_avx2::<PACKED_PIXELS>(patches.as_ptr(), stride, group.as_ptr(), pairs);
+            let out_pixels = &mut output[first * d.out_c..(first + count) * d.out_c];
+            for h in 0..2 {
+                let c = g * 16 + h * 8;
+                if c + 8 <= d.out_c {
+                    let rq = Requant8::new(ops, c, p.output_offset, p.act_min, p.act_max);
+                    for (acc_px, out_pixel) in acc.iter().zip(out_pixels.chunks_exact_mut(d.out_c))
+                    {
+                        store8_avx2(&mut out_pixel[c..], rq.apply(acc_px[h]));
+                    }
+                } else if c < d.out_c {
+                    for (acc_px, out_pixel) in acc.iter().zip(out_pixels.chunks_exact_mut(d.out_c))
+                    {
                         let mut lanes = [0i32; 8];
-                        _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc_h);
+                        _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc_px[h]);
                         for (c, &lane) in (c..d.out_c).zip(&lanes) {
                             let mut acc = lane;
                             if let Some(bias) = ops.bias {
@@ -794,6 +972,168 @@ unsafe fn depthwise_s8_avx2(
             }
         }
     }
+}
+
+/// int16 elements of the widened input rows of [`depthwise_s8_avx2_rows`] (32 KiB).
+const DW_ROWS: usize = 16 * 1024;
+/// int16 elements of its tap-paired filter (16 KiB).
+const DW_FILTER: usize = 8 * 1024;
+/// Input rows one window spans (`(filter_h - 1) * dilation_h + 1`) it keeps at most.
+const DW_SPAN: usize = 16;
+/// Filter taps (`filter_h * filter_w`) it handles at most.
+const DW_TAPS: usize = 64;
+
+/// Interleaves the filter of taps `2q` and `2q + 1` for `vpmaddwd`: per tap pair and 16-channel
+/// block, the `unpacklo`/`unpackhi` of the two taps' widened weights (32 int16), the same lane
+/// order [`depthwise_s8_avx2_rows`] gives its inputs. A missing last tap has zero weights.
+///
+/// Safety: AVX2; `filter` holds `taps * channels` weights, `channels % 16 == 0`,
+/// `packed.len() >= taps.div_ceil(2) * channels * 2`.
+#[inline(always)]
+unsafe fn pack_depthwise_filter(filter: &[i8], taps: usize, channels: usize, packed: &mut [i16]) {
+    let blocks = channels / 16;
+    // Weights of tap `t`, channels `c..c + 16`, widened (zero past the last tap).
+    #[inline(always)]
+    unsafe fn widen(filter: &[i8], taps: usize, channels: usize, t: usize, c: usize) -> __m256i {
+        if t < taps {
+            let w = &filter[t * channels + c..t * channels + c + 16];
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(w.as_ptr() as *const __m128i))
+        } else {
+            _mm256_setzero_si256()
+        }
+    }
+    for q in 0..taps.div_ceil(2) {
+        for cb in 0..blocks {
+            let a = widen(filter, taps, channels, 2 * q, cb * 16);
+            let b = widen(filter, taps, channels, 2 * q + 1, cb * 16);
+            let dst = &mut packed[(q * blocks + cb) * 32..(q * blocks + cb + 1) * 32];
+            _mm256_storeu_si256(
+                dst.as_mut_ptr() as *mut __m256i,
+                _mm256_unpacklo_epi16(a, b),
+            );
+            _mm256_storeu_si256(
+                dst.as_mut_ptr().add(16) as *mut __m256i,
+                _mm256_unpackhi_epi16(a, b),
+            );
+        }
+    }
+}
+
+/// AVX2 DEPTHWISE_CONV_2D (multiplier 1, channels a multiple of 16) over widened rows: each
+/// input row the windows reach is widened once to int16 with the input offset added, into a
+/// ring of `span_h` rows zero padded left and right (a window row in the padding reads a zero
+/// row), so every window has all its taps at fixed offsets. Two taps at a time go through one
+/// `vpmaddwd` (interleaved inputs times interleaved weights: 16 exact products summed in
+/// pairs into 8 int32). Returns `false` (nothing written) when the buffers are too small.
+///
+/// Safety: AVX2; slice lengths as [`depthwise_ok`] checks them.
+#[target_feature(enable = "avx2")]
+unsafe fn depthwise_s8_avx2_rows(
+    p: &DepthwiseConv2dS8,
+    d: &SpatialDims,
+    ops: &S8Operands<'_>,
+    output: &mut [i8],
+) -> bool {
+    let w = p.window;
+    let channels = d.in_c;
+    let stride_w = w.stride_w as usize;
+    let (dilation_h, dilation_w) = (w.dilation_h as usize, w.dilation_w as usize);
+    let taps = d.filter_h * d.filter_w;
+    let pairs = taps.div_ceil(2);
+    let span_h = (d.filter_h - 1) * dilation_h + 1;
+    let pad_left = w.pad_left as usize;
+    // Columns from `-pad_left` up to the last one a window reaches.
+    let width =
+        ((d.out_w - 1) * stride_w + (d.filter_w - 1) * dilation_w + 1).max(pad_left + d.in_w);
+    let row_len = width * channels;
+    let blocks = channels / 16;
+    if !channels.is_multiple_of(16)
+        || taps > DW_TAPS
+        || span_h > DW_SPAN
+        || (span_h + 1) * row_len > DW_ROWS
+        || pairs * blocks * 32 > DW_FILTER
+    {
+        return false;
+    }
+    let mut filter_buf = MaybeUninit::<[i16; DW_FILTER]>::uninit();
+    let packed = zeroed_prefix(&mut filter_buf, pairs * blocks * 32);
+    pack_depthwise_filter(ops.filter, taps, channels, packed);
+    let mut rows_buf = MaybeUninit::<[i16; DW_ROWS]>::uninit();
+    // Every slot's padding columns stay zero; the last row is all zero.
+    let rows = zeroed_prefix(&mut rows_buf, (span_h + 1) * row_len);
+    let zero_row = span_h * row_len;
+    let offset = _mm256_set1_epi16(p.input_offset as i16);
+    for b in 0..d.batches {
+        let mut slot_row = [usize::MAX; DW_SPAN];
+        for out_y in 0..d.out_h {
+            let mut tap_at = [0usize; DW_TAPS + 1];
+            for fy in 0..d.filter_h {
+                let at = match tap(out_y, w.stride_h, w.pad_top, fy, w.dilation_h, d.in_h) {
+                    None => zero_row,
+                    Some(in_y) => {
+                        let slot = in_y % span_h;
+                        if slot_row[slot] != in_y {
+                            slot_row[slot] = in_y;
+                            let src_at = d.input_index(b, in_y, 0, 0);
+                            let src = &ops.input[src_at..src_at + d.in_w * channels];
+                            let dst_at = slot * row_len + pad_left * channels;
+                            let dst = &mut rows[dst_at..dst_at + d.in_w * channels];
+                            for (x16, dst16) in src.chunks_exact(16).zip(dst.chunks_exact_mut(16)) {
+                                let x = _mm256_cvtepi8_epi16(_mm_loadu_si128(
+                                    x16.as_ptr() as *const __m128i
+                                ));
+                                _mm256_storeu_si256(
+                                    dst16.as_mut_ptr() as *mut __m256i,
+                                    _mm256_add_epi16(x, offset),
+                                );
+                            }
+                        }
+                        slot * row_len
+                    }
+                };
+                for fx in 0..d.filter_w {
+                    tap_at[fy * d.filter_w + fx] = at + fx * dilation_w * channels;
+                }
+            }
+            // The odd last tap's partner: any readable data (its weights are zero).
+            tap_at[taps] = tap_at[taps - 1];
+            let out_row = d.output_index(b, out_y, 0, 0);
+            for cb in 0..blocks {
+                let rq = [
+                    Requant8::new(ops, cb * 16, p.output_offset, p.act_min, p.act_max),
+                    Requant8::new(ops, cb * 16 + 8, p.output_offset, p.act_min, p.act_max),
+                ];
+                let weights = packed.as_ptr().add(cb * 32);
+                for out_x in 0..d.out_w {
+                    let x = rows.as_ptr().add(out_x * stride_w * channels + cb * 16);
+                    let mut acc_lo = _mm256_setzero_si256();
+                    let mut acc_hi = _mm256_setzero_si256();
+                    for q in 0..pairs {
+                        let xa = _mm256_loadu_si256(x.add(tap_at[2 * q]) as *const __m256i);
+                        let xb = _mm256_loadu_si256(x.add(tap_at[2 * q + 1]) as *const __m256i);
+                        let wq = weights.add(q * blocks * 32);
+                        let w_lo = _mm256_loadu_si256(wq as *const __m256i);
+                        let w_hi = _mm256_loadu_si256(wq.add(16) as *const __m256i);
+                        acc_lo = _mm256_add_epi32(
+                            acc_lo,
+                            _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb), w_lo),
+                        );
+                        acc_hi = _mm256_add_epi32(
+                            acc_hi,
+                            _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb), w_hi),
+                        );
+                    }
+                    let first = _mm256_permute2x128_si256(acc_lo, acc_hi, 0x20);
+                    let second = _mm256_permute2x128_si256(acc_lo, acc_hi, 0x31);
+                    let bytes = pack16_avx2(rq[0].apply(first), rq[1].apply(second));
+                    let at = out_row + out_x * channels + cb * 16;
+                    let out = &mut output[at..at + 16];
+                    _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, bytes);
+                }
+            }
+        }
+    }
+    true
 }
 
 /// Output rows per register block of the AVX2 fully connected kernel.
@@ -1128,6 +1468,25 @@ mod tests {
         }
     }
 
+    /// The row-based AVX2 depthwise kernel alone (the dispatcher falls back to the other one
+    /// when it declines, which would hide a kernel that never runs).
+    fn run_depthwise_rows(case: &DepthwiseCase) -> Vec<i8> {
+        let mut out = vec![0i8; case.d.output_elements()];
+        let ops = case.ops();
+        if !supported(Isa::Avx2) || !depthwise_ok(&case.d, &ops, &out) {
+            return depthwise_reference(case);
+        }
+        // SAFETY: AVX2 checked; `depthwise_ok` checked the slice lengths.
+        let ran = unsafe { depthwise_s8_avx2_rows(&case.p, &case.d, &ops, &mut out) };
+        // These cases are small: it declines only channel counts that are not multiples of 16.
+        assert_eq!(ran, case.d.in_c % 16 == 0, "{:?}", case.d);
+        if ran {
+            out
+        } else {
+            depthwise_reference(case)
+        }
+    }
+
     fn run_fc(case: &FcCase, isa: Isa) -> Vec<i8> {
         let mut out = vec![0i8; case.dims.batches * case.dims.output_depth];
         if supported(isa) {
@@ -1163,6 +1522,7 @@ mod tests {
         reference = depthwise_reference,
         variants = [
             |c| run_depthwise(c, Isa::Avx2),
+            run_depthwise_rows,
             |c| run_depthwise(c, Isa::Sse41)
         ]
     );
@@ -1259,6 +1619,18 @@ mod tests {
                 let load = |a: &[i32; 8]| _mm256_loadu_si256(a.as_ptr() as *const __m256i);
                 let v = requant_double_avx2(load(&acc), load(&mult), load(&shift));
                 _mm256_storeu_si256(got.as_mut_ptr() as *mut __m256i, v);
+                // The hoisted form, with no bias and the clamp opened to all of int32.
+                let ops = S8Operands {
+                    input: &[],
+                    filter: &[],
+                    bias: None,
+                    multipliers: &mult,
+                    shifts: &shift,
+                };
+                let rq = Requant8::new(&ops, 0, 0, i32::MIN, i32::MAX);
+                let mut hoisted = [0i32; 8];
+                _mm256_storeu_si256(hoisted.as_mut_ptr() as *mut __m256i, rq.apply(load(&acc)));
+                assert_eq!(hoisted, got);
             }
             for l in 0..8 {
                 assert_eq!(
