@@ -1479,7 +1479,7 @@ mod tests {
         // SAFETY: AVX2 checked; `depthwise_ok` checked the slice lengths.
         let ran = unsafe { depthwise_s8_avx2_rows(&case.p, &case.d, &ops, &mut out) };
         // These cases are small: it declines only channel counts that are not multiples of 16.
-        assert_eq!(ran, case.d.in_c % 16 == 0, "{:?}", case.d);
+        assert_eq!(ran, case.d.in_c.is_multiple_of(16), "{:?}", case.d);
         if ran {
             out
         } else {
