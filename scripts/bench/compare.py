@@ -21,7 +21,7 @@ noisy: the best round is the least disturbed one) and the ratio to ember's best 
 LiteRT is timed from Python around `invoke()`, which adds about a microsecond of call overhead.
 
 Usage: scripts/bench/compare.py [--rounds 5] [--runs 300] [--check 50] [--json out.json] [--no-build]
-                               [--no-install] [--only kws_ref_model,ad01_int8]
+                               [--no-install] [--only kws_ref_model,ad01_int8] [--baseline-ember PATH]
 """
 
 import argparse
@@ -191,6 +191,9 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--no-install", action="store_true", help="do not pip-install requirements.txt")
     ap.add_argument("--only", default="", help="comma-separated model names (default: all)")
+    ap.add_argument("--baseline-ember", default="",
+                    help="another ember binary (e.g. an older commit's release build) timed in the same "
+                         "rounds as engine ember-baseline, to measure a change against the same peers")
     args = ap.parse_args()
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -208,6 +211,10 @@ def main():
         emb = os.path.join(workdir, name + ".emb")
         subprocess.run([exe, "convert", model, "-o", emb], check=True, capture_output=True)
         engines = {"ember": lambda: time_ember(exe, emb, args.runs, args.warmup)}
+        if args.baseline_ember:
+            base_emb = os.path.join(workdir, name + ".baseline.emb")
+            subprocess.run([args.baseline_ember, "convert", model, "-o", base_emb], check=True, capture_output=True)
+            engines["ember-baseline"] = lambda: time_ember(args.baseline_ember, base_emb, args.runs, args.warmup)
         for resolver in ("xnnpack", "optimized", "reference"):
             try:
                 fn = litert_timer(model, resolver)
@@ -250,10 +257,15 @@ def main():
         for engine, r in engines.items():
             r["ratio_to_ember"] = r["best_p10_us"] / ember_p10
             print(f"{name:<28} {engine:<18} {r['best_p10_us']:>12.1f} {r['best_p50_us']:>12.1f} {r['ratio_to_ember']:>7.2f}")
-        peers = [r["best_p10_us"] for e, r in engines.items() if e != "ember" and e != "litert-reference"]
+        peers = [r["best_p10_us"] for e, r in engines.items()
+                 if e not in ("ember", "ember-baseline", "litert-reference")]
         if peers:
             engines["ember"]["vs_fastest_peer"] = ember_p10 / min(peers)
             print(f"{name:<28} {'ember/fastest':<18} {'':>12} {'':>12} {ember_p10 / min(peers):>7.2f}")
+            if "ember-baseline" in engines:
+                base = engines["ember-baseline"]["best_p10_us"] / min(peers)
+                engines["ember-baseline"]["vs_fastest_peer"] = base
+                print(f"{name:<28} {'baseline/fastest':<18} {'':>12} {'':>12} {base:>7.2f}")
     for name, engines in results.items():
         for engine, r in engines.items():
             if "vs_litert_reference" in r:

@@ -655,8 +655,11 @@ unsafe fn conv2d_s8_avx2_packed_run(
     let pairs = k.div_ceil(2);
     let stride = 2 * pairs;
     let groups = d.out_c.div_ceil(16);
-    let mut patch_buf = MaybeUninit::<[i16; PACKED_PIXELS * MAX_PATCH]>::uninit();
-    let patches = zeroed_prefix(&mut patch_buf, PACKED_PIXELS * stride);
+    // 8 values of slack: the padded-image gather copies whole 8-value chunks.
+    let mut patch_buf = MaybeUninit::<[i16; PACKED_PIXELS * MAX_PATCH + 8]>::uninit();
+    let patches = zeroed_prefix(&mut patch_buf, PACKED_PIXELS * stride + 8);
+    let mut image_buf = MaybeUninit::<[i16; PADDED_IMAGE + 8]>::uninit();
+    let image = PaddedImage::new(p, d, ops.input, &mut image_buf);
     let pixels = d.batches * d.out_h * d.out_w;
     let mut first = 0;
     while first < pixels {
@@ -668,15 +671,18 @@ unsafe fn conv2d_s8_avx2_packed_run(
                 (n / d.out_w) % d.out_h,
                 n % d.out_w,
             );
-            gather_patch(
-                p,
-                d,
-                ops.input,
-                b,
-                out_y,
-                out_x,
-                &mut patches[px * stride..px * stride + k],
-            );
+            match &image {
+                Some(image) => image.gather(out_y, out_x, patches[px * stride..].as_mut_ptr()),
+                None => gather_patch(
+                    p,
+                    d,
+                    ops.input,
+                    b,
+                    out_y,
+                    out_x,
+                    &mut patches[px * stride..px * stride + k],
+                ),
+            }
         }
         for g in 0..groups {
             let group = &packed[g * 32 * pairs..(g + 1) * 32 * pairs];
@@ -715,6 +721,105 @@ unsafe fn conv2d_s8_avx2_packed_run(
             }
         }
         first += count;
+    }
+}
+
+/// int16 elements of [`PaddedImage`] (64 KiB on the stack).
+const PADDED_IMAGE: usize = 32 * 1024;
+
+/// The input of a one-batch convolution widened once to int16 (`x + input_offset`) inside a
+/// zero border as wide as the padding the windows reach, so that a window's filter row is one
+/// contiguous run (no horizontal dilation) and the im2col row of a pixel is `filter_h` copies
+/// instead of per-tap bounds checks and fills (which cost more than the arithmetic of a
+/// one-channel first layer).
+struct PaddedImage<'a> {
+    values: &'a [i16],
+    /// Elements of one filter row (`filter_w * in_c`).
+    run: usize,
+    filter_h: usize,
+    /// Elements between two filter rows and between two output rows / columns.
+    step_fy: usize,
+    step_y: usize,
+    step_x: usize,
+}
+
+impl<'a> PaddedImage<'a> {
+    /// `None` when it does not apply (batches, horizontal dilation) or does not fit.
+    ///
+    /// Safety: AVX2; `input` as long as `d` says.
+    #[inline(always)]
+    unsafe fn new(
+        p: &Conv2dS8,
+        d: &SpatialDims,
+        input: &[i8],
+        buf: &'a mut MaybeUninit<[i16; PADDED_IMAGE + 8]>,
+    ) -> Option<Self> {
+        let w = p.window;
+        let (pad_top, pad_left) = (w.pad_top as usize, w.pad_left as usize);
+        let (stride_h, stride_w) = (w.stride_h as usize, w.stride_w as usize);
+        let dilation_h = w.dilation_h as usize;
+        if d.batches != 1 || w.dilation_w != 1 {
+            return None;
+        }
+        let height =
+            (pad_top + d.in_h).max((d.out_h - 1) * stride_h + (d.filter_h - 1) * dilation_h + 1);
+        let width = (pad_left + d.in_w).max((d.out_w - 1) * stride_w + d.filter_w);
+        let c = d.in_c;
+        let row_len = width * c;
+        if height.checked_mul(row_len)? > PADDED_IMAGE {
+            return None;
+        }
+        let values = zeroed_prefix(buf, height * row_len + 8);
+        let offset = p.input_offset as i16;
+        for y in 0..d.in_h {
+            let src = &input[y * d.in_w * c..(y + 1) * d.in_w * c];
+            let at = (pad_top + y) * row_len + pad_left * c;
+            let dst = &mut values[at..at + d.in_w * c];
+            let mut chunks = src.chunks_exact(16);
+            let mut i = 0;
+            let offset16 = _mm256_set1_epi16(offset);
+            for x16 in &mut chunks {
+                let v = _mm256_cvtepi8_epi16(_mm_loadu_si128(x16.as_ptr() as *const __m128i));
+                let out = &mut dst[i..i + 16];
+                _mm256_storeu_si256(
+                    out.as_mut_ptr() as *mut __m256i,
+                    _mm256_add_epi16(v, offset16),
+                );
+                i += 16;
+            }
+            for (v, &x) in dst[i..].iter_mut().zip(chunks.remainder()) {
+                *v = x as i16 + offset;
+            }
+        }
+        Some(PaddedImage {
+            values,
+            run: d.filter_w * c,
+            filter_h: d.filter_h,
+            step_fy: dilation_h * row_len,
+            step_y: stride_h * row_len,
+            step_x: stride_w * c,
+        })
+    }
+
+    /// Writes the im2col row of output pixel `(out_y, out_x)` to `dst`, in 8-value chunks: up
+    /// to 7 values past the row are overwritten (later rows and pixels are written after, and
+    /// the value past an odd patch meets a zero weight).
+    ///
+    /// Safety: `dst` writable for `filter_h * run + 8` values.
+    #[inline(always)]
+    unsafe fn gather(&self, out_y: usize, out_x: usize, dst: *mut i16) {
+        let base = out_y * self.step_y + out_x * self.step_x;
+        let src = self.values.as_ptr();
+        for fy in 0..self.filter_h {
+            let from = src.add(base + fy * self.step_fy);
+            let to = dst.add(fy * self.run);
+            let mut i = 0;
+            while i < self.run {
+                let v = _mm_loadu_si128(from.add(i) as *const __m128i);
+                _mm_storeu_si128(to.add(i) as *mut __m128i, v);
+                i += 8;
+            }
+        }
     }
 }
 
