@@ -39,6 +39,8 @@ fn span(t: &TensorDef) -> Result<(usize, usize)> {
 
 impl<'x> Tensors<'x> {
     /// Splits the memory into the operator's output (mutable) and everything else (shared).
+    // Out of line: one copy for every kernel's `eval` (code size, scripts/firmware/code-size.sh).
+    #[inline(never)]
     pub fn split(&mut self, output: &TensorDef) -> Result<(Inputs<'_>, &mut [u8])> {
         let Location::Arena(_) = output.location else {
             return Err(Error::Malformed {
@@ -80,6 +82,8 @@ impl<'x> Tensors<'x> {
 
 impl<'s> Inputs<'s> {
     /// The bytes of an input tensor. Fails if it overlaps the output being written.
+    // Out of line: one copy for every kernel's `eval` (code size, scripts/firmware/code-size.sh).
+    #[inline(never)]
     pub fn get(&self, t: &TensorDef) -> Result<&'s [u8]> {
         let (start, end) = span(t)?;
         let found = match t.location {

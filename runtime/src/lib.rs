@@ -22,6 +22,7 @@ extern crate alloc;
 
 pub mod arena;
 pub mod crc32;
+pub mod decode;
 pub mod error;
 pub mod format;
 pub mod frontend;

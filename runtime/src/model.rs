@@ -1,8 +1,7 @@
 //! A loaded, fully validated model, and running it on an arena.
 
-use serde::Deserialize;
-
 use crate::arena::{Tensors, Validator};
+use crate::decode::{Decode, Reader};
 use crate::error::{Error, Result};
 use crate::format::{Graph, Header, MetaEntry, HEADER_LEN};
 use crate::ops::Op;
@@ -46,25 +45,14 @@ impl Iterator for Ops<'_> {
             return None;
         }
         self.remaining -= 1;
-        match postcard::take_from_bytes::<Op>(self.rest) {
-            Ok((op, rest)) => {
-                self.rest = rest;
-                Some(Ok(op))
-            }
-            Err(_) => {
-                self.remaining = 0;
-                Some(Err(op_record_error(self.rest)))
-            }
+        let mut reader = Reader::new(self.rest);
+        let op = Op::decode(&mut reader);
+        self.rest = reader.rest();
+        if op.is_err() {
+            self.remaining = 0;
         }
+        Some(op)
     }
-}
-
-/// The error for an operator record that does not decode: [`Error::OpNotEnabled`] when it
-/// names an operator this build leaves out, else malformed.
-fn op_record_error(record: &[u8]) -> Error {
-    crate::ops::left_out_op_error(record).unwrap_or(Error::Malformed {
-        what: "operator record",
-    })
 }
 
 impl<'a> Model<'a> {
@@ -79,11 +67,11 @@ impl<'a> Model<'a> {
         }
         let header = Header::parse(bytes)?;
         let graph_bytes = &bytes[HEADER_LEN..HEADER_LEN + header.graph_len as usize];
-        let (graph, rest) =
-            postcard::take_from_bytes::<Graph<'a>>(graph_bytes).map_err(|_| Error::Malformed {
-                what: "graph section",
-            })?;
-        if !rest.is_empty() {
+        let mut reader = Reader::new(graph_bytes);
+        let graph = Graph::decode(&mut reader).ok_or(Error::Malformed {
+            what: "graph section",
+        })?;
+        if !reader.is_empty() {
             return Err(Error::Malformed {
                 what: "graph section (trailing bytes)",
             });
@@ -201,12 +189,13 @@ impl<'a> Model<'a> {
             if rest.is_empty() {
                 return None;
             }
-            match postcard::take_from_bytes::<MetaEntry<'a>>(rest) {
-                Ok((entry, tail)) => {
-                    rest = tail;
+            let mut reader = Reader::new(rest);
+            match MetaEntry::decode(&mut reader) {
+                Some(entry) => {
+                    rest = reader.rest();
                     Some(Ok(entry))
                 }
-                Err(_) => {
+                None => {
                     rest = &[];
                     Some(Err(Error::Malformed {
                         what: "metadata record",
@@ -299,16 +288,18 @@ impl<'a> Model<'a> {
         };
         // Decodes each record in place rather than through `Ops`: an `Op` is a few hundred
         // bytes, and the iterator's `Option<Result<Op>>` costs copies of it on every operator.
-        let mut rest = self.graph.ops;
+        let mut reader = Reader::new(self.graph.ops);
         for index in 0..self.graph.op_count as usize {
-            let mut decoder = postcard::Deserializer::from_bytes(rest);
-            let Ok(op) = Op::deserialize(&mut decoder) else {
-                return Err(op_record_error(rest));
+            // Borrowed where it was decoded: moving the `Op` out of the `Result` costs a copy
+            // of a few hundred bytes per operator.
+            let decoded = Op::decode(&mut reader);
+            let op = match &decoded {
+                Ok(op) => op,
+                Err(e) => return Err(*e),
             };
-            rest = decoder.finalize().map_err(|_| op_record_error(rest))?;
-            observer.before_op(index, &op);
+            observer.before_op(index, op);
             op.eval(&mut tensors)?;
-            observer.after_op(index, &op);
+            observer.after_op(index, op);
         }
         Ok(())
     }

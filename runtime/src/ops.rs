@@ -8,9 +8,10 @@
 //! crate's `Cargo.toml`). A model that uses a left-out kernel fails to load with
 //! [`Error::OpNotEnabled`]; its code is never referenced, so the linker drops it.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::arena::{Tensors, Validator};
+use crate::decode::{Decode, Reader};
 use crate::error::{Error, Result};
 use crate::kernels::*;
 use crate::tensor::TensorDef;
@@ -33,6 +34,9 @@ macro_rules! ops {
         /// Per tag: the variant's name, whether this build has its kernel, what it is, and the
         /// features that add it.
         const VARIANT_NAMES: &[&str] = &[$(stringify!($variant)),*];
+        /// How many variants the format has.
+        #[cfg(test)]
+        pub(crate) const VARIANT_COUNT: usize = VARIANT_NAMES.len();
         const VARIANT_ENABLED: &[bool] = &[$(cfg!(all(feature = $f0 $(, feature = $feature)*))),*];
         const VARIANT_FLAVOURS: &[&str] = &[$($flavour),*];
         const VARIANT_FEATURES: &[&str] = &[$(concat!($f0 $(, "+", $feature)*)),*];
@@ -89,44 +93,26 @@ macro_rules! ops {
             }
         }
 
-        /// Decodes the variant's fields only for kernels this build has, so a left-out
-        /// kernel's decoder is not linked either; other tags fail (see [`left_out_op_error`]).
-        impl<'de> Deserialize<'de> for Op {
-            fn deserialize<D: serde::Deserializer<'de>>(
-                deserializer: D,
-            ) -> core::result::Result<Op, D::Error> {
-                deserializer.deserialize_enum("Op", VARIANT_NAMES, OpVisitor)
-            }
-        }
-
-        struct OpVisitor;
-
-        impl<'de> serde::de::Visitor<'de> for OpVisitor {
-            type Value = Op;
-
-            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-                f.write_str("an ember operator")
-            }
-
-            // One out-of-line copy for `Ops` (validation) and `Model::run_observed` alike.
-            #[inline(never)]
-            fn visit_enum<A: serde::de::EnumAccess<'de>>(
-                self,
-                data: A,
-            ) -> core::result::Result<Op, A::Error> {
-                use serde::de::{Error as _, VariantAccess as _};
-                let (VariantTag(tag), variant) = data.variant::<VariantTag>()?;
+        impl Op {
+            /// Decodes one operator record (its variant index, then the parameter struct's
+            /// fields). Only the kernels this build has get a decoder, so a left-out kernel's
+            /// decoder is not linked either: its tag fails with [`Error::OpNotEnabled`].
+            pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Op> {
+                const MALFORMED: Error = Error::Malformed {
+                    what: "operator record",
+                };
+                let tag = r.len().ok_or(MALFORMED)?;
                 match tag {
-                    $(t if t == Tag::$variant as u32 => {
+                    $(t if t == Tag::$variant as usize => {
                         #[cfg(all(feature = $f0 $(, feature = $feature)*))]
-                        return variant.newtype_variant::<$ty>().map(Op::$variant);
+                        return <$ty as Decode>::decode(r).map(Op::$variant).ok_or(MALFORMED);
                         #[cfg(not(all(feature = $f0 $(, feature = $feature)*)))]
-                        return {
-                            let _ = variant;
-                            Err(A::Error::custom("operator kernel not in this build"))
-                        };
+                        return Err(Error::OpNotEnabled {
+                            op: $flavour,
+                            features: concat!($f0 $(, "+", $feature)*),
+                        });
                     })*
-                    _ => Err(A::Error::custom("unknown operator")),
+                    _ => Err(MALFORMED),
                 }
             }
         }
@@ -211,58 +197,4 @@ impl Op {
             features: self.required_features(),
         }
     }
-}
-
-/// A variant tag as postcard encodes it (a varint position) or, for self-describing formats,
-/// the variant's name.
-struct VariantTag(u32);
-
-impl<'de> Deserialize<'de> for VariantTag {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> core::result::Result<Self, D::Error> {
-        d.deserialize_identifier(VariantTagVisitor)
-    }
-}
-
-struct VariantTagVisitor;
-
-impl serde::de::Visitor<'_> for VariantTagVisitor {
-    type Value = VariantTag;
-
-    fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("an operator variant")
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> core::result::Result<VariantTag, E> {
-        u32::try_from(v)
-            .map(VariantTag)
-            .map_err(|_| E::custom("operator tag out of range"))
-    }
-
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> core::result::Result<VariantTag, E> {
-        VARIANT_NAMES
-            .iter()
-            .position(|name| *name == v)
-            .map(|i| VariantTag(i as u32))
-            .ok_or_else(|| E::unknown_variant(v, VARIANT_NAMES))
-    }
-}
-
-/// For an operator record that failed to decode: [`Error::OpNotEnabled`] when its tag (the
-/// leading postcard varint) names a variant whose kernel this build leaves out.
-pub(crate) fn left_out_op_error(record: &[u8]) -> Option<Error> {
-    let mut tag: u32 = 0;
-    for (i, &byte) in record.iter().take(5).enumerate() {
-        tag |= u32::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            let tag = tag as usize;
-            return match VARIANT_ENABLED.get(tag) {
-                Some(false) => Some(Error::OpNotEnabled {
-                    op: VARIANT_FLAVOURS.get(tag).copied().unwrap_or(""),
-                    features: VARIANT_FEATURES.get(tag).copied().unwrap_or(""),
-                }),
-                _ => None,
-            };
-        }
-    }
-    None
 }

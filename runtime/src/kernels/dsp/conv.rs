@@ -2,68 +2,6 @@
 
 use super::*;
 
-/// Widens the first `groups * 4` values of two gathered windows into `wide`, with `offset`
-/// (packed by [`simd::splat16`]) added, interleaved per group of 4 values as
-/// `[x0 lanes 0/2, x0 lanes 1/3, x1 lanes 0/2, x1 lanes 1/3]`: the order `SXTB16` /
-/// `SXTB16 ROR #8` give a filter word, so one pass widens what every output channel reuses.
-#[inline(always)]
-fn widen_pair(x0: &[i8], x1: &[i8], groups: usize, offset: u32, wide: &mut [u32]) {
-    use simd::*;
-    for ((a, b), out) in x0
-        .chunks_exact(4)
-        .zip(x1.chunks_exact(4))
-        .zip(wide.chunks_exact_mut(4))
-        .take(groups)
-    {
-        let a = u32::from_le_bytes([a[0] as u8, a[1] as u8, a[2] as u8, a[3] as u8]);
-        let b = u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8]);
-        out[0] = sxtab16(offset, a);
-        out[1] = sxtab16_ror8(offset, a);
-        out[2] = sxtab16(offset, b);
-        out[3] = sxtab16_ror8(offset, b);
-    }
-}
-
-/// `[x0.w0, x0.w1, x1.w0, x1.w1]` over `groups * 4` values from a window pair widened by
-/// [`widen_pair`] and two filter rows.
-///
-/// # Safety
-/// `wide` must point to `groups * 4` readable words, `w0` and `w1` to `groups * 4` bytes each.
-#[inline(always)]
-unsafe fn dot_2x2_wide(wide: *const u32, w0: *const i8, w1: *const i8, groups: usize) -> [i32; 4] {
-    use simd::*;
-    let (mut a00, mut a01, mut a10, mut a11) = (0i32, 0i32, 0i32, 0i32);
-    let (mut x, mut w0, mut w1) = (wide, w0, w1);
-    // SAFETY (whole block): every read stays within the bounds the caller guarantees.
-    unsafe {
-        let end = x.add(groups * 4);
-        while x != end {
-            let a02 = *x;
-            let a13 = *x.add(1);
-            let b02 = *x.add(2);
-            let b13 = *x.add(3);
-            x = x.add(4);
-            let f = read_u32(w0);
-            w0 = w0.add(4);
-            let f02 = sxtb16(f);
-            let f13 = sxtb16_ror8(f);
-            a00 = smlad(a02, f02, a00);
-            a00 = smlad(a13, f13, a00);
-            a10 = smlad(b02, f02, a10);
-            a10 = smlad(b13, f13, a10);
-            let g = read_u32(w1);
-            w1 = w1.add(4);
-            let g02 = sxtb16(g);
-            let g13 = sxtb16_ror8(g);
-            a01 = smlad(a02, g02, a01);
-            a01 = smlad(a13, g13, a01);
-            a11 = smlad(b02, g02, a11);
-            a11 = smlad(b13, g13, a11);
-        }
-    }
-    [a00, a01, a10, a11]
-}
-
 /// Copies a pixel's filter window into `patch` (padding taps get `pad_value`).
 #[inline(always)]
 fn gather_patch(
@@ -102,32 +40,19 @@ fn gather_patch(
 }
 
 /// [`Conv2dS8`] with the DSP extension. Same arguments as
-/// [`super::conv::conv2d_s8_reference`]; `false` (output untouched) when the shape is not
-/// handled here: grouped convolution, a window over [`CONV_PATCH_MAX`] values, inconsistent
-/// lengths or an invalid requantizer.
+/// [`super::conv::conv2d_s8_reference`]; `false` when the shape is not handled here (the
+/// caller then runs the reference): grouped convolution, a window over [`CONV_PATCH_MAX`]
+/// values, inconsistent lengths, or a channel whose accumulator may exceed
+/// [`BoundedRequantizer`]'s range or whose requantizer is outside it (never for a realistic
+/// layer).
 ///
-/// Runs [`conv2d_s8_dsp_4px`] when every channel's accumulator provably fits
-/// [`BoundedRequantizer`] (always, for realistic layers), else the 2x2 GEMM with the general
-/// requantizer.
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_s8_dsp(
-    p: &Conv2dS8,
-    d: SpatialDims,
-    input: &[i8],
-    filter: &[i8],
-    bias: Option<&[i32]>,
-    multipliers: &[i32],
-    shifts: &[i32],
-    output: &mut [i8],
-) -> bool {
-    conv2d_s8_dsp_4px(p, d, input, filter, bias, multipliers, shifts, output)
-        || conv2d_s8_dsp_2x2(p, d, input, filter, bias, multipliers, shifts, output)
-}
-
-/// [`Conv2dS8`] as a GEMM over 2 pixels x 2 output channels, general requantization.
+/// A GEMM over blocks of 4 pixels x 1 output channel: each block's windows are widened once
+/// (offset added) and reused by every output channel, the accumulators start at the bias, and
+/// [`BoundedRequantizer`] finishes them. A 1x1 stride-1 unpadded convolution reads its pixels
+/// in place; other windows are gathered per pixel (padding = input zero point).
 #[allow(clippy::too_many_arguments)]
 #[inline(never)]
-fn conv2d_s8_dsp_2x2(
+pub fn conv2d_s8_dsp(
     p: &Conv2dS8,
     d: SpatialDims,
     input: &[i8],
@@ -146,85 +71,117 @@ fn conv2d_s8_dsp_2x2(
         || filter.len() < d.out_c * depth
         || output.len() < pixels * d.out_c
         || bias.is_some_and(|b| b.len() < d.out_c)
-        || !requantizers_ok(multipliers, shifts)
+        || !per_channel_counts_ok(multipliers, shifts, d.out_c)
     {
         return false;
     }
+    let w = p.window;
+    // Pixels are consecutive input rows: no gathering.
+    let in_place = d.filter_h == 1
+        && d.filter_w == 1
+        && w.stride_h == 1
+        && w.stride_w == 1
+        && w.pad_top == 0
+        && w.pad_left == 0
+        && d.in_h == d.out_h
+        && d.in_w == d.out_w;
+    let full_range = p.act_min == -128 && p.act_max == 127;
     let offset = simd::splat16(p.input_offset);
-    let lane_offset = p.input_offset;
     let pad_value = (-p.input_offset) as i8;
     let groups = depth / 4;
     let tail = groups * 4;
-    // Two gathered windows, the second `CONV_PATCH_MAX` after the first, and both widened.
-    let mut patches = [0i8; 2 * CONV_PATCH_MAX];
-    let mut wide = [0u32; CONV_PATCH_MAX];
-    let store = |acc: i32, (bias, r): (i32, Requantizer)| {
-        finish(
-            acc.wrapping_add(bias),
-            r,
-            p.output_offset,
+    let finish = |a: i32, r: BoundedRequantizer| {
+        clamp_to_int8(
+            r.apply(a).wrapping_add(p.output_offset),
+            full_range,
             p.act_min,
             p.act_max,
         )
     };
-    for chunk in (0..d.out_c).step_by(CHANNEL_CHUNK) {
+    let mut chunk = 0;
+    while chunk < d.out_c {
         let chunk_end = (chunk + CHANNEL_CHUNK).min(d.out_c);
-        let params = channel_params(bias, multipliers, shifts, chunk, d.out_c);
+        let Some(params) = bounded_params(bias, multipliers, shifts, depth, chunk, d.out_c) else {
+            return false;
+        };
+        let mut patch = [0i8; CONV_PATCH_MAX];
+        let mut wide = [0u32; 2 * CONV_PATCH_MAX];
+        // `x + input_offset` of the values past the last whole group, per pixel of the block.
+        let mut tails = [[0i32; 3]; BLOCK];
         let mut pixel = 0;
         while pixel < pixels {
-            let second = pixel + 1 < pixels;
-            let (patch0, patch1) = patches.split_at_mut(CONV_PATCH_MAX);
-            if gather_patch(p, &d, input, pixel, patch0, pad_value).is_none()
-                || (second && gather_patch(p, &d, input, pixel + 1, patch1, pad_value).is_none())
-            {
-                return false;
-            }
-            // Without a second pixel, `patch1` holds stale values whose sums are discarded.
-            widen_pair(patch0, patch1, groups, offset, &mut wide);
-            let out0 = pixel * d.out_c;
-            let out1 = out0 + d.out_c;
-            let mut c = chunk;
-            while c < chunk_end {
-                let c1 = if c + 1 < chunk_end { c + 1 } else { c };
-                let (row0, row1) = (c * depth, c1 * depth);
-                // SAFETY: `wide` holds `groups * 4 <= CONV_PATCH_MAX` words and the filter
-                // `out_c * depth` values (checked above).
-                let [mut a00, mut a01, mut a10, mut a11] = unsafe {
-                    dot_2x2_wide(
-                        wide.as_ptr(),
-                        filter.as_ptr().add(row0),
-                        filter.as_ptr().add(row1),
-                        groups,
-                    )
+            let count = (pixels - pixel).min(BLOCK);
+            for (slot, tail_values) in tails.iter_mut().enumerate().take(count) {
+                let x: &[i8] = if in_place {
+                    let at = (pixel + slot) * d.in_c;
+                    match input.get(at..at + depth) {
+                        Some(x) => x,
+                        None => return false,
+                    }
+                } else {
+                    if gather_patch(p, &d, input, pixel + slot, &mut patch, pad_value).is_none() {
+                        return false;
+                    }
+                    &patch[..depth]
                 };
-                for k in tail..depth {
-                    let x0 = patch0[k] as i32 + lane_offset;
-                    let x1 = patch1[k] as i32 + lane_offset;
-                    let (f0, f1) = (filter[row0 + k] as i32, filter[row1 + k] as i32);
-                    a00 = a00.wrapping_add(x0 * f0);
-                    a01 = a01.wrapping_add(x0 * f1);
-                    a10 = a10.wrapping_add(x1 * f0);
-                    a11 = a11.wrapping_add(x1 * f1);
+                // SAFETY: `x` holds `depth >= groups * 4` values; `wide` has
+                // `2 * CONV_PATCH_MAX >= groups * 8` words.
+                unsafe { widen_into_block(x.as_ptr(), groups, offset, wide.as_mut_ptr(), slot) };
+                for (t, v) in tail_values.iter_mut().zip(&x[tail..]) {
+                    *t = *v as i32 + p.input_offset;
                 }
-                let (p0, p1) = (params[c - chunk], params[c1 - chunk]);
-                // SAFETY: `out0 + c1 < (pixel + 1) * out_c <= output.len()`, and with a
-                // second pixel `out1 + c1 < (pixel + 2) * out_c <= output.len()` (checked above).
-                unsafe {
-                    *output.get_unchecked_mut(out0 + c) = store(a00, p0);
-                    if second {
-                        *output.get_unchecked_mut(out1 + c) = store(a10, p0);
-                    }
-                    if c1 != c {
-                        *output.get_unchecked_mut(out0 + c1) = store(a01, p1);
-                        if second {
-                            *output.get_unchecked_mut(out1 + c1) = store(a11, p1);
-                        }
-                    }
-                }
-                c += 2;
             }
-            pixel += 2;
+            if count == BLOCK && tail == depth && groups > 0 {
+                // The common case, with nothing to check per channel: whole groups, 4 pixels.
+                // SAFETY: `(pixel + 3) * out_c + c < pixels * out_c <= output.len()` for every
+                // channel `c < out_c`; the filter holds `out_c * depth` values and `wide`
+                // `groups * 8` aligned words (checked above); `c - chunk < CHANNEL_CHUNK`.
+                unsafe {
+                    let first = output.as_mut_ptr().add(pixel * d.out_c);
+                    for c in chunk..chunk_end {
+                        let ChannelParams {
+                            bias: b,
+                            requant: r,
+                        } = *params.get_unchecked(c - chunk);
+                        let acc =
+                            dot_block(wide.as_ptr(), filter.as_ptr().add(c * depth), groups, b);
+                        let out = first.add(c);
+                        *out = finish(acc[0], r);
+                        *out.add(d.out_c) = finish(acc[1], r);
+                        *out.add(2 * d.out_c) = finish(acc[2], r);
+                        *out.add(3 * d.out_c) = finish(acc[3], r);
+                    }
+                }
+                pixel += BLOCK;
+                continue;
+            }
+            // Slots past `count` keep stale values whose sums are never stored.
+            for c in chunk..chunk_end {
+                let ChannelParams {
+                    bias: b,
+                    requant: r,
+                } = params[c - chunk];
+                let row = c * depth;
+                let mut acc = if groups > 0 {
+                    // SAFETY: `wide` holds `groups * 8` aligned words, the filter
+                    // `out_c * depth` values (checked above).
+                    unsafe { dot_block(wide.as_ptr(), filter.as_ptr().add(row), groups, b) }
+                } else {
+                    [b; BLOCK]
+                };
+                for (k, &f) in filter[row + tail..row + depth].iter().enumerate() {
+                    for (a, t) in acc.iter_mut().zip(&tails) {
+                        *a = a.wrapping_add(t[k] * f as i32);
+                    }
+                }
+                for (j, &a) in acc.iter().enumerate().take(count) {
+                    // SAFETY: `(pixel + j) * out_c + c < pixels * out_c <= output.len()`.
+                    unsafe { *output.get_unchecked_mut((pixel + j) * d.out_c + c) = finish(a, r) };
+                }
+            }
+            pixel += BLOCK;
         }
+        chunk = chunk_end;
     }
     true
 }
@@ -473,218 +430,21 @@ unsafe fn dot_block(wide: *const u32, row: *const i8, groups: usize, init: i32) 
     acc
 }
 
-/// [`Conv2dS8`] as a GEMM over blocks of 4 pixels x 1 output channel: each block's windows are
-/// widened once (offset added) and reused by every output channel, the accumulators start at
-/// the bias, and [`BoundedRequantizer`] finishes them. A 1x1 stride-1 unpadded convolution
-/// reads its pixels in place; other windows are gathered per pixel (padding = input zero
-/// point). `false` when a shape or an accumulator bound is outside what it handles.
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_s8_dsp_4px(
-    p: &Conv2dS8,
-    d: SpatialDims,
-    input: &[i8],
-    filter: &[i8],
-    bias: Option<&[i32]>,
-    multipliers: &[i32],
-    shifts: &[i32],
-    output: &mut [i8],
-) -> bool {
-    if p.act_min == -128 && p.act_max == 127 {
-        conv_4px::<true>(p, d, input, filter, bias, multipliers, shifts, output)
-    } else {
-        conv_4px::<false>(p, d, input, filter, bias, multipliers, shifts, output)
-    }
-}
-
-/// [`conv2d_s8_dsp_4px`] with the clamp chosen at compile time (see [`clamp_to_int8`]).
-#[allow(clippy::too_many_arguments)]
-#[inline(never)]
-fn conv_4px<const FULL_RANGE: bool>(
-    p: &Conv2dS8,
-    d: SpatialDims,
-    input: &[i8],
-    filter: &[i8],
-    bias: Option<&[i32]>,
-    multipliers: &[i32],
-    shifts: &[i32],
-    output: &mut [i8],
-) -> bool {
-    let depth = d.filter_h * d.filter_w * d.in_c;
-    let pixels = d.batches * d.out_h * d.out_w;
-    if d.filter_in_c != d.in_c
-        || depth > CONV_PATCH_MAX
-        || !(-127..=128).contains(&p.input_offset)
-        || input.len() < d.batches * d.in_h * d.in_w * d.in_c
-        || filter.len() < d.out_c * depth
-        || output.len() < pixels * d.out_c
-        || bias.is_some_and(|b| b.len() < d.out_c)
-        || !requantizers_ok(multipliers, shifts)
-    {
-        return false;
-    }
-    let w = p.window;
-    // Pixels are consecutive input rows: no gathering.
-    let in_place = d.filter_h == 1
-        && d.filter_w == 1
-        && w.stride_h == 1
-        && w.stride_w == 1
-        && w.pad_top == 0
-        && w.pad_left == 0
-        && d.in_h == d.out_h
-        && d.in_w == d.out_w;
-    let offset = simd::splat16(p.input_offset);
-    let pad_value = (-p.input_offset) as i8;
-    let groups = depth / 4;
-    let tail = groups * 4;
-    let mut chunk = 0;
-    while chunk < d.out_c {
-        let chunk_end = (chunk + CHANNEL_CHUNK).min(d.out_c);
-        let Some(params) = bounded_params(bias, multipliers, shifts, depth, chunk, d.out_c) else {
-            return false;
-        };
-        let mut patch = [0i8; CONV_PATCH_MAX];
-        let mut wide = [0u32; 2 * CONV_PATCH_MAX];
-        // `x + input_offset` of the values past the last whole group, per pixel of the block.
-        let mut tails = [[0i32; 3]; BLOCK];
-        let mut pixel = 0;
-        while pixel < pixels {
-            let count = (pixels - pixel).min(BLOCK);
-            for (slot, tail_values) in tails.iter_mut().enumerate().take(count) {
-                let x: &[i8] = if in_place {
-                    let at = (pixel + slot) * d.in_c;
-                    match input.get(at..at + depth) {
-                        Some(x) => x,
-                        None => return false,
-                    }
-                } else {
-                    if gather_patch(p, &d, input, pixel + slot, &mut patch, pad_value).is_none() {
-                        return false;
-                    }
-                    &patch[..depth]
-                };
-                // SAFETY: `x` holds `depth >= groups * 4` values; `wide` has
-                // `2 * CONV_PATCH_MAX >= groups * 8` words.
-                unsafe { widen_into_block(x.as_ptr(), groups, offset, wide.as_mut_ptr(), slot) };
-                for (t, v) in tail_values.iter_mut().zip(&x[tail..]) {
-                    *t = *v as i32 + p.input_offset;
-                }
-            }
-            if count == BLOCK && tail == depth && groups > 0 {
-                // The common case, with nothing to check per channel: whole groups, 4 pixels.
-                let finish = |a: i32, r: BoundedRequantizer| {
-                    clamp_to_int8::<FULL_RANGE>(
-                        r.apply(a).wrapping_add(p.output_offset),
-                        p.act_min,
-                        p.act_max,
-                    )
-                };
-                // SAFETY: `(pixel + 3) * out_c + c < pixels * out_c <= output.len()` for every
-                // channel `c < out_c`; the filter holds `out_c * depth` values and `wide`
-                // `groups * 8` aligned words (checked above); `c - chunk < CHANNEL_CHUNK`.
-                unsafe {
-                    let first = output.as_mut_ptr().add(pixel * d.out_c);
-                    for c in chunk..chunk_end {
-                        let ChannelParams {
-                            bias: b,
-                            requant: r,
-                        } = *params.get_unchecked(c - chunk);
-                        let acc =
-                            dot_block(wide.as_ptr(), filter.as_ptr().add(c * depth), groups, b);
-                        let out = first.add(c);
-                        *out = finish(acc[0], r);
-                        *out.add(d.out_c) = finish(acc[1], r);
-                        *out.add(2 * d.out_c) = finish(acc[2], r);
-                        *out.add(3 * d.out_c) = finish(acc[3], r);
-                    }
-                }
-                pixel += BLOCK;
-                continue;
-            }
-            // Slots past `count` keep stale values whose sums are never stored.
-            for c in chunk..chunk_end {
-                let ChannelParams {
-                    bias: b,
-                    requant: r,
-                } = params[c - chunk];
-                let row = c * depth;
-                let mut acc = if groups > 0 {
-                    // SAFETY: `wide` holds `groups * 8` aligned words, the filter
-                    // `out_c * depth` values (checked above).
-                    unsafe { dot_block(wide.as_ptr(), filter.as_ptr().add(row), groups, b) }
-                } else {
-                    [b; BLOCK]
-                };
-                for (k, &f) in filter[row + tail..row + depth].iter().enumerate() {
-                    for (a, t) in acc.iter_mut().zip(&tails) {
-                        *a = a.wrapping_add(t[k] * f as i32);
-                    }
-                }
-                for (j, &a) in acc.iter().enumerate().take(count) {
-                    let v = clamp_to_int8::<FULL_RANGE>(
-                        r.apply(a).wrapping_add(p.output_offset),
-                        p.act_min,
-                        p.act_max,
-                    );
-                    // SAFETY: `(pixel + j) * out_c + c < pixels * out_c <= output.len()`.
-                    unsafe { *output.get_unchecked_mut((pixel + j) * d.out_c + c) = v };
-                }
-            }
-            pixel += BLOCK;
-        }
-        chunk = chunk_end;
-    }
-    true
-}
-
 /// Words of the stack buffer that holds a channel chunk's filter widened to `i16` pairs.
 const DEPTHWISE_WIDE_FILTER_WORDS: usize = 1024;
 
 /// [`DepthwiseConv2dS8`] with depth multiplier 1. Same arguments as
-/// [`super::depthwise::depthwise_conv2d_s8_reference`]; `false` when the shape is not handled.
+/// [`super::depthwise::depthwise_conv2d_s8_reference`]; `false` when the shape is not handled
+/// (the caller then runs the reference), including a channel whose accumulator may exceed
+/// [`BoundedRequantizer`]'s range (never for a realistic layer).
 ///
-/// Runs [`depthwise_conv2d_s8_dsp_bounded`] when every channel's accumulator provably fits
-/// [`BoundedRequantizer`] (always, for realistic layers), else the general-requantizer kernel.
-#[allow(clippy::too_many_arguments)]
-pub fn depthwise_conv2d_s8_dsp(
-    p: &DepthwiseConv2dS8,
-    d: SpatialDims,
-    input: &[i8],
-    filter: &[i8],
-    bias: Option<&[i32]>,
-    multipliers: &[i32],
-    shifts: &[i32],
-    output: &mut [i8],
-) -> bool {
-    depthwise_conv2d_s8_dsp_bounded(p, d, input, filter, bias, multipliers, shifts, output)
-        || depthwise_conv2d_s8_dsp_general(p, d, input, filter, bias, multipliers, shifts, output)
-}
-
-/// Depthwise convolution over 4 channels per step of one output pixel, with the filter of a
-/// chunk of channels widened once (lanes 0/2 and 1/3 of each tap's 4 channels, the order
-/// `SXTB16` gives the input word), accumulators starting at the bias and the
-/// [`BoundedRequantizer`]. Taps in the padding read a row of input zero points (adds `0`).
-#[allow(clippy::too_many_arguments)]
-pub fn depthwise_conv2d_s8_dsp_bounded(
-    p: &DepthwiseConv2dS8,
-    d: SpatialDims,
-    input: &[i8],
-    filter: &[i8],
-    bias: Option<&[i32]>,
-    multipliers: &[i32],
-    shifts: &[i32],
-    output: &mut [i8],
-) -> bool {
-    if p.act_min == -128 && p.act_max == 127 {
-        depthwise_bounded::<true>(p, d, input, filter, bias, multipliers, shifts, output)
-    } else {
-        depthwise_bounded::<false>(p, d, input, filter, bias, multipliers, shifts, output)
-    }
-}
-
-/// [`depthwise_conv2d_s8_dsp_bounded`] with the clamp chosen at compile time.
+/// 4 channels per step of one output pixel, with the filter of a chunk of channels widened
+/// once (lanes 0/2 and 1/3 of each tap's 4 channels, the order `SXTB16` gives the input word),
+/// accumulators starting at the bias and the [`BoundedRequantizer`]. Taps in the padding read
+/// a row of input zero points (adds `0`).
 #[allow(clippy::too_many_arguments)]
 #[inline(never)]
-fn depthwise_bounded<const FULL_RANGE: bool>(
+pub fn depthwise_conv2d_s8_dsp(
     p: &DepthwiseConv2dS8,
     d: SpatialDims,
     input: &[i8],
@@ -707,17 +467,26 @@ fn depthwise_bounded<const FULL_RANGE: bool>(
         || filter.len() < taps * channels
         || output.len() < d.batches * d.out_h * d.out_w * channels
         || bias.is_some_and(|b| b.len() < channels)
-        || !requantizers_ok(multipliers, shifts)
+        || !per_channel_counts_ok(multipliers, shifts, channels)
     {
         return false;
     }
     use simd::*;
     let w = p.window;
+    let full_range = p.act_min == -128 && p.act_max == 127;
     let offset = splat16(p.input_offset);
     // Padding taps read this row: `zero_point + input_offset = 0`.
     let pad_row = [(-p.input_offset) as i8; DEPTHWISE_CHANNELS_MAX + 4];
     let mut rows = [pad_row.as_ptr(); DEPTHWISE_TAPS_MAX];
     let mut wide_filter = [0u32; DEPTHWISE_WIDE_FILTER_WORDS];
+    let finish = |a: i32, r: BoundedRequantizer| {
+        clamp_to_int8(
+            r.apply(a).wrapping_add(p.output_offset),
+            full_range,
+            p.act_min,
+            p.act_max,
+        )
+    };
     let mut chunk = 0;
     while chunk < channels {
         let chunk_end = (chunk + chunk_size).min(channels);
@@ -776,7 +545,7 @@ fn depthwise_bounded<const FULL_RANGE: bool>(
                             acc[1] = smlabb(a13, f13, acc[1]);
                             acc[3] = smlatt(a13, f13, acc[3]);
                         }
-                        if FULL_RANGE {
+                        if full_range {
                             // SAFETY: `group` is 4 entries; `out_at + c + 4 <= output.len()`.
                             unsafe {
                                 requantize4_store(
@@ -786,18 +555,14 @@ fn depthwise_bounded<const FULL_RANGE: bool>(
                                     p.output_offset,
                                 );
                             }
-                            c += 4;
-                            continue;
-                        }
-                        for (lane, (&a, prm)) in acc.iter().zip(group).enumerate() {
-                            let r = prm.requant;
-                            let v = clamp_to_int8::<FULL_RANGE>(
-                                r.apply(a).wrapping_add(p.output_offset),
-                                p.act_min,
-                                p.act_max,
-                            );
-                            // SAFETY: `out_at + c + lane < out_at + channels <= output.len()`.
-                            unsafe { *output.get_unchecked_mut(out_at + c + lane) = v };
+                        } else {
+                            for (lane, (&a, prm)) in acc.iter().zip(group).enumerate() {
+                                // SAFETY: `out_at + c + lane < out_at + channels <= output.len()`.
+                                unsafe {
+                                    *output.get_unchecked_mut(out_at + c + lane) =
+                                        finish(a, prm.requant)
+                                };
+                            }
                         }
                         c += 4;
                     }
@@ -809,135 +574,13 @@ fn depthwise_bounded<const FULL_RANGE: bool>(
                             let f = filter[t * channels + c] as i32;
                             acc = acc.wrapping_add(f * (x as i32 + p.input_offset));
                         }
-                        output[out_at + c] = clamp_to_int8::<FULL_RANGE>(
-                            params[c - chunk]
-                                .requant
-                                .apply(acc)
-                                .wrapping_add(p.output_offset),
-                            p.act_min,
-                            p.act_max,
-                        );
+                        output[out_at + c] = finish(acc, params[c - chunk].requant);
                         c += 1;
                     }
                 }
             }
         }
         chunk = chunk_end;
-    }
-    true
-}
-
-/// Depthwise convolution with the general [`Requantizer`], 4 channels per step of one output
-/// pixel (two pixels at once need more registers than a Cortex-M4 has and spill).
-#[allow(clippy::too_many_arguments)]
-#[inline(never)]
-fn depthwise_conv2d_s8_dsp_general(
-    p: &DepthwiseConv2dS8,
-    d: SpatialDims,
-    input: &[i8],
-    filter: &[i8],
-    bias: Option<&[i32]>,
-    multipliers: &[i32],
-    shifts: &[i32],
-    output: &mut [i8],
-) -> bool {
-    let channels = d.in_c;
-    let taps = d.filter_h * d.filter_w;
-    if d.out_c != channels
-        || channels > DEPTHWISE_CHANNELS_MAX
-        || taps > DEPTHWISE_TAPS_MAX
-        || !(-127..=128).contains(&p.input_offset)
-        || input.len() < d.batches * d.in_h * d.in_w * channels
-        || filter.len() < taps * channels
-        || output.len() < d.batches * d.out_h * d.out_w * channels
-        || bias.is_some_and(|b| b.len() < channels)
-        || !requantizers_ok(multipliers, shifts)
-    {
-        return false;
-    }
-    use simd::*;
-    let w = p.window;
-    let offset = splat16(p.input_offset);
-    let lane_offset = p.input_offset;
-    // Padding taps read this row: `zero_point + input_offset = 0`.
-    let pad_row = [(-p.input_offset) as i8; DEPTHWISE_CHANNELS_MAX + 4];
-    let mut rows = [pad_row.as_ptr(); DEPTHWISE_TAPS_MAX];
-    let fill_rows = |rows: &mut [*const i8; DEPTHWISE_TAPS_MAX], b: usize, y: usize, x: usize| {
-        let mut t = 0;
-        for fy in 0..d.filter_h {
-            let in_y = tap(y, w.stride_h, w.pad_top, fy, w.dilation_h, d.in_h);
-            for fx in 0..d.filter_w {
-                let in_x = tap(x, w.stride_w, w.pad_left, fx, w.dilation_w, d.in_w);
-                rows[t] = match (in_y, in_x) {
-                    // SAFETY: an in-image pixel: its `channels` values lie inside `input`.
-                    (Some(in_y), Some(in_x)) => unsafe {
-                        input.as_ptr().add(d.input_index(b, in_y, in_x, 0))
-                    },
-                    _ => pad_row.as_ptr(),
-                };
-                t += 1;
-            }
-        }
-    };
-    let store = |acc: i32, (bias, r): (i32, Requantizer)| {
-        finish(
-            acc.wrapping_add(bias),
-            r,
-            p.output_offset,
-            p.act_min,
-            p.act_max,
-        )
-    };
-    for chunk in (0..channels).step_by(CHANNEL_CHUNK) {
-        let chunk_end = (chunk + CHANNEL_CHUNK).min(channels);
-        let params = channel_params(bias, multipliers, shifts, chunk, channels);
-        // CHANNEL_CHUNK is a multiple of 4, so only the last chunk has a scalar tail.
-        let vector_end = chunk + ((chunk_end - chunk) & !3);
-        for b in 0..d.batches {
-            for out_y in 0..d.out_h {
-                for out_x in 0..d.out_w {
-                    fill_rows(&mut rows, b, out_y, out_x);
-                    let out_at = d.output_index(b, out_y, out_x, 0);
-                    let mut c = chunk;
-                    while c < vector_end {
-                        let mut acc = [0i32; 4];
-                        let mut f_at = c;
-                        for row in &rows[..taps] {
-                            // SAFETY: every row pointer addresses `channels` readable values (an
-                            // input pixel or the padding row) and `c + 4 <= channels`; the filter
-                            // holds `taps * channels` values.
-                            let (x, f) = unsafe {
-                                (read_u32(row.add(c)), read_u32(filter.as_ptr().add(f_at)))
-                            };
-                            let f02 = sxtb16(f);
-                            let f13 = sxtb16_ror8(f);
-                            let a02 = sxtab16(offset, x);
-                            let a13 = sxtab16_ror8(offset, x);
-                            acc[0] = smlabb(a02, f02, acc[0]);
-                            acc[2] = smlatt(a02, f02, acc[2]);
-                            acc[1] = smlabb(a13, f13, acc[1]);
-                            acc[3] = smlatt(a13, f13, acc[3]);
-                            f_at += channels;
-                        }
-                        for (lane, &a) in acc.iter().enumerate() {
-                            output[out_at + c + lane] = store(a, params[c - chunk + lane]);
-                        }
-                        c += 4;
-                    }
-                    while c < chunk_end {
-                        let mut acc = 0i32;
-                        for (t, row) in rows[..taps].iter().enumerate() {
-                            // SAFETY: as above, one value at channel `c < channels`.
-                            let x = unsafe { *row.add(c) };
-                            let f = filter[t * channels + c] as i32;
-                            acc = acc.wrapping_add(f * (x as i32 + lane_offset));
-                        }
-                        output[out_at + c] = store(acc, params[c - chunk]);
-                        c += 1;
-                    }
-                }
-            }
-        }
     }
     true
 }
@@ -1059,10 +702,11 @@ mod tests {
         out
     }
 
+    /// What `Conv2dS8::eval` does with the DSP kernel: it, or the reference where it declines.
     fn conv_dsp(c: &ConvCase) -> Vec<i8> {
         let mut out = std::vec![0i8; c.d.output_elements()];
         let bias = c.bias.as_deref();
-        assert!(conv2d_s8_dsp(
+        if conv2d_s8_dsp(
             &c.p,
             c.d,
             &c.input,
@@ -1070,26 +714,12 @@ mod tests {
             bias,
             &c.multipliers,
             &c.shifts,
-            &mut out
-        ));
-        out
-    }
-
-    /// The 2x2 kernel alone (the dispatcher picks the 4-pixel one whenever bounds allow).
-    fn conv_dsp_2x2(c: &ConvCase) -> Vec<i8> {
-        let mut out = std::vec![0i8; c.d.output_elements()];
-        let bias = c.bias.as_deref();
-        assert!(conv2d_s8_dsp_2x2(
-            &c.p,
-            c.d,
-            &c.input,
-            &c.filter,
-            bias,
-            &c.multipliers,
-            &c.shifts,
-            &mut out
-        ));
-        out
+            &mut out,
+        ) {
+            out
+        } else {
+            conv_reference(c)
+        }
     }
 
     crate::kernel_variants_match_reference!(
@@ -1097,17 +727,17 @@ mod tests {
         cases = 600,
         setup = conv_case,
         reference = conv_reference,
-        variants = [conv_dsp, conv_dsp_2x2]
+        variants = [conv_dsp]
     );
 
     #[test]
-    fn four_pixel_kernel_handles_realistic_layers() {
+    fn dsp_kernel_handles_realistic_layers() {
         let mut rng = Rng(5);
         let mut handled = 0;
         for _ in 0..200 {
             let c = conv_case(&mut rng);
             let mut out = std::vec![0i8; c.d.output_elements()];
-            if conv2d_s8_dsp_4px(
+            if conv2d_s8_dsp(
                 &c.p,
                 c.d,
                 &c.input,
@@ -1121,8 +751,8 @@ mod tests {
                 handled += 1;
             }
         }
-        // Only the extreme requantizers (huge left shifts) are left to the 2x2 kernel.
-        assert!(handled > 150, "4-pixel kernel took {handled} of 200");
+        // Only the extreme requantizers (huge left shifts) are left to the reference.
+        assert!(handled > 150, "the DSP kernel took {handled} of 200");
     }
 
     #[derive(Debug)]
@@ -1189,10 +819,11 @@ mod tests {
         out
     }
 
+    /// What `DepthwiseConv2dS8::eval` does: the DSP kernel, or the reference where it declines.
     fn depthwise_dsp(c: &DepthwiseCase) -> Vec<i8> {
         let mut out = std::vec![0i8; c.d.output_elements()];
         let bias = c.bias.as_deref();
-        assert!(depthwise_conv2d_s8_dsp(
+        if depthwise_conv2d_s8_dsp(
             &c.p,
             c.d,
             &c.input,
@@ -1200,26 +831,12 @@ mod tests {
             bias,
             &c.multipliers,
             &c.shifts,
-            &mut out
-        ));
-        out
-    }
-
-    /// The general-requantizer kernel alone (the dispatcher prefers the bounded one).
-    fn depthwise_dsp_general(c: &DepthwiseCase) -> Vec<i8> {
-        let mut out = std::vec![0i8; c.d.output_elements()];
-        let bias = c.bias.as_deref();
-        assert!(depthwise_conv2d_s8_dsp_general(
-            &c.p,
-            c.d,
-            &c.input,
-            &c.filter,
-            bias,
-            &c.multipliers,
-            &c.shifts,
-            &mut out
-        ));
-        out
+            &mut out,
+        ) {
+            out
+        } else {
+            depthwise_reference(c)
+        }
     }
 
     crate::kernel_variants_match_reference!(
@@ -1227,7 +844,7 @@ mod tests {
         cases = 600,
         setup = depthwise_case,
         reference = depthwise_reference,
-        variants = [depthwise_dsp, depthwise_dsp_general]
+        variants = [depthwise_dsp]
     );
 
     /// One requantizer per channel from scales a converter would produce.
@@ -1254,7 +871,7 @@ mod tests {
             );
             (c.multipliers, c.shifts) = realistic_requant(&mut rng, channels);
             let mut out = std::vec![0i8; c.d.output_elements()];
-            assert!(conv2d_s8_dsp_4px(
+            assert!(conv2d_s8_dsp(
                 &c.p,
                 c.d,
                 &c.input,
@@ -1274,7 +891,7 @@ mod tests {
             w.bias = None;
             (w.multipliers, w.shifts) = realistic_requant(&mut rng, channels);
             let mut out = std::vec![0i8; w.d.output_elements()];
-            assert!(depthwise_conv2d_s8_dsp_bounded(
+            assert!(depthwise_conv2d_s8_dsp(
                 &w.p,
                 w.d,
                 &w.input,

@@ -21,11 +21,12 @@
 //!   windows are widened once and reused by every output channel (an `asm!` loop on the
 //!   device, 13 instructions per 16 MACs); a filter window that is not 1x1 is gathered per
 //!   pixel into a stack buffer (padding filled with the input zero point, which contributes `0`
-//!   after the offset is added, as TFLite's skipped taps do); the older 2 pixels x 2 channels
-//!   GEMM remains for accumulators too large for the bounded requantizer;
+//!   after the offset is added, as TFLite's skipped taps do);
 //! - requantization of TFLite's double rounding: [`BoundedRequantizer`] (`SMMULR` and one
-//!   rounding shift, five instructions) where the accumulator provably stays below 2^28, else
-//!   [`Requantizer`] (one 64-bit multiply-add); `SSAT` clamps a full int8 activation range.
+//!   rounding shift, five instructions) where the accumulator provably stays below 2^28 (any
+//!   realistic layer); a layer outside that bound runs the scalar reference, so the DSP build
+//!   carries one kernel per op and no general-requantizer copy; `SSAT` clamps a full int8
+//!   activation range.
 //!
 //! Every `asm!` block has a Rust twin with the same data layout and instruction semantics
 //! (built on non-ARM targets), which is what the host tests run.
@@ -217,57 +218,12 @@ pub mod simd {
     }
 }
 
-/// TFLite's `MultiplyByQuantizedMultiplier` (double rounding) for one channel, with the shift
-/// split once into its left and right parts.
-///
-/// `SaturatingRoundingDoublingHighMul(a, m)` is `(a * m + 2^30) >> 31` (arithmetic shift) for
-/// every `a, m` except `a = m = i32::MIN`: for a negative product the reference's nudge
-/// `1 - 2^30` and truncating division give the same floor. [`Requantizer::new`] refuses
-/// `m = i32::MIN`, so the saturating case never arises.
-#[derive(Debug, Clone, Copy)]
-pub struct Requantizer {
-    multiplier: i32,
-    left_shift: u32,
-    right_shift: u32,
-    /// `(1 << right_shift) - 1`.
-    mask: i32,
-}
-
-impl Requantizer {
-    /// `None` when the multiplier is `i32::MIN` or the shift is outside TFLite's `-31..=30`.
-    #[inline(always)]
-    pub fn new(multiplier: i32, shift: i32) -> Option<Self> {
-        if multiplier == i32::MIN || !(-31..=30).contains(&shift) {
-            return None;
-        }
-        let left_shift = shift.max(0) as u32;
-        let right_shift = (-shift).max(0) as u32;
-        Some(Requantizer {
-            multiplier,
-            left_shift,
-            right_shift,
-            mask: ((1u64 << right_shift) - 1) as i32,
-        })
-    }
-
-    /// Equals `multiply_by_quantized_multiplier(acc, multiplier, shift)`.
-    #[inline(always)]
-    pub fn apply(self, acc: i32) -> i32 {
-        let x = acc.wrapping_shl(self.left_shift);
-        let high = ((x as i64 * self.multiplier as i64 + (1 << 30)) >> 31) as i32;
-        // RoundingDivideByPOT: round half away from zero.
-        let remainder = high & self.mask;
-        let threshold = (self.mask >> 1) + ((high >> 31) & 1);
-        (high >> self.right_shift) + (remainder > threshold) as i32
-    }
-}
-
 /// Largest `|x + input_offset| * |filter|` of one int8 product (`255 * 128`): with the offset
 /// in `-127..=128`, bounds an accumulator by `terms * MAX_PRODUCT + |bias|`.
 pub const MAX_PRODUCT: u64 = 255 * 128;
 
-/// [`Requantizer`] for accumulators known to be small, in four register operations:
-/// `SMMULR` and one rounding shift.
+/// TFLite's `MultiplyByQuantizedMultiplier` (double rounding) for accumulators known to be
+/// small, in four register operations: `SMMULR` and one rounding shift.
 ///
 /// Valid when `|acc << left_shift| < 2^28` (the caller proves it from the number of terms and
 /// the bias, see [`BoundedRequantizer::new`]) and the right shift is at most 30. Then
@@ -356,70 +312,27 @@ impl BoundedRequantizer {
     }
 }
 
-/// `v` clamped to the activation range `act_min..=act_max`; with `FULL_RANGE` (the range is
-/// all of int8, checked by the caller) one `SSAT` instead of two compare-and-selects.
+/// `v` clamped to the activation range `act_min..=act_max`; when the range is all of int8
+/// (`full_range`, checked by the caller once per layer), one `SSAT` instead of two
+/// compare-and-selects.
 #[inline(always)]
-pub fn clamp_to_int8<const FULL_RANGE: bool>(v: i32, act_min: i32, act_max: i32) -> i8 {
-    if FULL_RANGE {
+pub fn clamp_to_int8(v: i32, full_range: bool, act_min: i32, act_max: i32) -> i8 {
+    if full_range {
         simd::ssat8(v) as i8
     } else {
         v.clamp(act_min, act_max) as i8
     }
 }
 
-/// Every per-channel requantizer valid (`None` otherwise).
-fn requantizers_ok(multipliers: &[i32], shifts: &[i32]) -> bool {
-    multipliers.len() == shifts.len()
-        && multipliers
-            .iter()
-            .zip(shifts)
-            .all(|(&m, &s)| Requantizer::new(m, s).is_some())
-}
-
-#[inline(always)]
-fn requantizer(multipliers: &[i32], shifts: &[i32], c: usize) -> Requantizer {
-    // Checked by `requantizers_ok` before any kernel loop runs.
-    Requantizer::new(per_channel(multipliers, c), per_channel(shifts, c)).unwrap_or(Requantizer {
-        multiplier: 0,
-        left_shift: 0,
-        right_shift: 0,
-        mask: 0,
-    })
+/// Per-channel quantization arrays of equal length, one entry or one per channel (what
+/// [`per_channel`] indexes); their values are checked where the requantizers are built.
+fn per_channel_counts_ok(multipliers: &[i32], shifts: &[i32], channels: usize) -> bool {
+    multipliers.len() == shifts.len() && (multipliers.len() == 1 || multipliers.len() >= channels)
 }
 
 /// Output channels whose bias and requantizer are prepared at once (a stack array), so the
 /// per-output work is one inline requantization.
 const CHANNEL_CHUNK: usize = 64;
-
-/// Bias and requantizer of each channel in `start..start + CHANNEL_CHUNK` (clipped to `channels`).
-fn channel_params(
-    bias: Option<&[i32]>,
-    multipliers: &[i32],
-    shifts: &[i32],
-    start: usize,
-    channels: usize,
-) -> [(i32, Requantizer); CHANNEL_CHUNK] {
-    let mut params = [(0, requantizer(multipliers, shifts, 0)); CHANNEL_CHUNK];
-    for (i, slot) in params
-        .iter_mut()
-        .enumerate()
-        .take(channels.saturating_sub(start))
-    {
-        let c = start + i;
-        *slot = (
-            bias.map_or(0, |b| b[c]),
-            requantizer(multipliers, shifts, c),
-        );
-    }
-    params
-}
-
-#[inline(always)]
-fn finish(acc: i32, r: Requantizer, output_offset: i32, act_min: i32, act_max: i32) -> i8 {
-    r.apply(acc)
-        .wrapping_add(output_offset)
-        .clamp(act_min, act_max) as i8
-}
 
 mod conv;
 mod fc;
@@ -526,42 +439,6 @@ pub(crate) mod tests {
         assert!(BoundedRequantizer::new(1 << 30, -31, 1).is_none());
         assert!(BoundedRequantizer::new(1 << 30, 0, 1 << 28).is_none());
         assert!(BoundedRequantizer::new(1 << 30, 2, 1 << 26).is_none());
-    }
-
-    #[test]
-    fn requantizer_matches_double_rounding() {
-        let mut rng = Rng(11);
-        let edges = [
-            i32::MIN,
-            i32::MIN + 1,
-            -1,
-            0,
-            1,
-            i32::MAX,
-            1 << 30,
-            -(1 << 30),
-        ];
-        for i in 0..200_000 {
-            let acc = if i % 7 == 0 {
-                edges[i % edges.len()]
-            } else {
-                rng.next_u64() as i32 >> rng.range(0, 31)
-            };
-            let multiplier = if i % 11 == 0 {
-                edges[(i / 11) % edges.len()].max(i32::MIN + 1)
-            } else {
-                rng.next_u64() as i32
-            };
-            let shift = rng.range(-31, 30) as i32;
-            let r = Requantizer::new(multiplier, shift).unwrap();
-            assert_eq!(
-                r.apply(acc),
-                multiply_by_quantized_multiplier(acc, multiplier, shift),
-                "acc {acc} multiplier {multiplier} shift {shift}"
-            );
-        }
-        assert!(Requantizer::new(i32::MIN, 0).is_none());
-        assert!(Requantizer::new(1 << 30, 31).is_none());
     }
 
     /// Requantization arrays: one entry or one per channel, realistic scales and some extremes.
