@@ -79,6 +79,20 @@ pub fn fully_connected_s8(
     false
 }
 
+/// Runs a SIMD AVERAGE_POOL_2D / MAX_POOL_2D int8 variant if one applies (x86-64 AVX2 only).
+#[allow(unused_variables)]
+pub fn pool2d_s8(
+    p: &super::pooling::Pool2dS8,
+    d: SpatialDims,
+    input: &[i8],
+    output: &mut [i8],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::x86::pool2d_s8(p, d, input, output, super::x86::best());
+    #[allow(unreachable_code)]
+    false
+}
+
 /// Checks shared by the convolution variants: ungrouped, patch fits [`MAX_PATCH`], slices as
 /// long as the geometry says. Returns the patch length `kh * kw * in_c`.
 #[allow(dead_code)]

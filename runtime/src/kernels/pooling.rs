@@ -262,6 +262,9 @@ impl Kernel for Pool2dS8 {
         let d = pool_dims(&self.input, &self.output, self.filter_h, self.filter_w).ok_or(SHAPES)?;
         let (ins, out) = t.split(&self.output)?;
         let (input, output) = (ins.i8(&self.input)?, as_i8_mut(out));
+        if super::host_simd::pool2d_s8(self, d, input, output) {
+            return Ok(());
+        }
         // The DSP-style average pool where the target has it (see `dsp::ENABLED`); it declines
         // max pooling and shapes it does not handle, which the reference then runs.
         if super::dsp::ENABLED && super::dsp::average_pool2d_s8_dsp(self, d, input, output) {

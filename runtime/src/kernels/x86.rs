@@ -23,6 +23,7 @@ use super::conv::{per_channel, tap, Conv2dS8, SpatialDims};
 use super::depthwise::DepthwiseConv2dS8;
 use super::fully_connected::{FcDims, FullyConnectedS8};
 use super::host_simd::{conv_patch_len, depthwise_ok, fc_ok, gather_patch, S8Operands, MAX_PATCH};
+use super::pooling::{filter_range, Pool2dS8, PoolKind};
 use crate::quant::{
     multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_single_rounding,
 };
@@ -147,6 +148,22 @@ pub fn fully_connected_s8(
         }
     }
     true
+}
+
+/// AVERAGE_POOL_2D / MAX_POOL_2D int8 with AVX2 (the other instruction sets use the
+/// reference); `false` when it does not apply.
+pub fn pool2d_s8(p: &Pool2dS8, d: SpatialDims, input: &[i8], output: &mut [i8], isa: Isa) -> bool {
+    let input_len = d.batches * d.in_h * d.in_w * d.in_c;
+    if isa != Isa::Avx2
+        || !supported(isa)
+        || d.in_c != d.out_c
+        || input.len() < input_len
+        || output.len() < d.output_elements()
+    {
+        return false;
+    }
+    // SAFETY: AVX2 checked; the slice lengths were checked against the geometry above.
+    unsafe { pool2d_s8_avx2(p, &d, input, output) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -432,22 +449,28 @@ impl Requant8 {
     }
 
     /// Bias, TFLite's double-rounding requantization (as [`requant_double_avx2`]), output
-    /// offset and clamp of 8 raw accumulators.
+    /// offset and clamp of 8 raw accumulators. Without `GENERAL` the caller has checked
+    /// [`requant_is_plain`]: no left shift and no `i32::MIN` multiplier.
     #[inline(always)]
-    unsafe fn apply(&self, acc: __m256i) -> __m256i {
+    unsafe fn apply<const GENERAL: bool>(&self, acc: __m256i) -> __m256i {
         let zero = _mm256_setzero_si256();
-        let x = _mm256_sllv_epi32(_mm256_add_epi32(acc, self.bias), self.left);
+        let mut x = _mm256_add_epi32(acc, self.bias);
+        if GENERAL {
+            x = _mm256_sllv_epi32(x, self.left);
+        }
         let round = _mm256_set1_epi64x(1 << 30);
         let even = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(x, self.mult), round), 31);
         let odd_product = _mm256_mul_epi32(_mm256_shuffle_epi32(x, 0b11_11_01_01), self.mult_odd);
         let odd = _mm256_slli_epi64(_mm256_add_epi64(odd_product, round), 1);
-        let high = _mm256_blend_epi32(even, odd, 0b1010_1010);
-        // x = m = i32::MIN wraps to i32::MIN above; flipping every bit gives i32::MAX.
-        let saturated = _mm256_and_si256(
-            _mm256_cmpeq_epi32(x, _mm256_set1_epi32(i32::MIN)),
-            self.mult_min,
-        );
-        let high = _mm256_xor_si256(high, saturated);
+        let mut high = _mm256_blend_epi32(even, odd, 0b1010_1010);
+        if GENERAL {
+            // x = m = i32::MIN wraps to i32::MIN above; flipping every bit gives i32::MAX.
+            let saturated = _mm256_and_si256(
+                _mm256_cmpeq_epi32(x, _mm256_set1_epi32(i32::MIN)),
+                self.mult_min,
+            );
+            high = _mm256_xor_si256(high, saturated);
+        }
         let remainder = _mm256_and_si256(high, self.mask);
         let threshold = _mm256_sub_epi32(self.half_mask, _mm256_cmpgt_epi32(zero, high));
         let v = _mm256_sub_epi32(
@@ -459,6 +482,12 @@ impl Requant8 {
             self.hi,
         )
     }
+}
+
+/// `true` when every shift is a right shift (or none) and no multiplier is `i32::MIN`, so
+/// [`Requant8::apply`] may skip the left shift and the saturation patch.
+fn requant_is_plain(ops: &S8Operands<'_>) -> bool {
+    ops.shifts.iter().all(|&s| s <= 0) && !ops.multipliers.contains(&i32::MIN)
 }
 
 /// Packs 16 int32 lanes already inside [-128, 127] (channels `0..8` in `a`, `8..16` in `b`)
@@ -652,6 +681,22 @@ unsafe fn conv2d_s8_avx2_packed_run(
     k: usize,
     packed: &[i16],
 ) {
+    if requant_is_plain(ops) {
+        conv2d_s8_avx2_packed_with::<false>(p, d, ops, output, k, packed)
+    } else {
+        conv2d_s8_avx2_packed_with::<true>(p, d, ops, output, k, packed)
+    }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn conv2d_s8_avx2_packed_with<const GENERAL: bool>(
+    p: &Conv2dS8,
+    d: &SpatialDims,
+    ops: &S8Operands<'_>,
+    output: &mut [i8],
+    k: usize,
+    packed: &[i16],
+) {
     let pairs = k.div_ceil(2);
     let stride = 2 * pairs;
     let groups = d.out_c.div_ceil(16);
@@ -689,13 +734,29 @@ unsafe fn conv2d_s8_avx2_packed_run(
             let acc =
                 packed_block_avx2::<PACKED_PIXELS>(patches.as_ptr(), stride, group.as_ptr(), pairs);
             let out_pixels = &mut output[first * d.out_c..(first + count) * d.out_c];
+            if g * 16 + 16 <= d.out_c {
+                // A whole group: both halves requantized, then one 16-byte store per pixel.
+                let rq = [
+                    Requant8::new(ops, g * 16, p.output_offset, p.act_min, p.act_max),
+                    Requant8::new(ops, g * 16 + 8, p.output_offset, p.act_min, p.act_max),
+                ];
+                for (acc_px, out_pixel) in acc.iter().zip(out_pixels.chunks_exact_mut(d.out_c)) {
+                    let bytes = pack16_avx2(
+                        rq[0].apply::<GENERAL>(acc_px[0]),
+                        rq[1].apply::<GENERAL>(acc_px[1]),
+                    );
+                    let out = &mut out_pixel[g * 16..g * 16 + 16];
+                    _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, bytes);
+                }
+                continue;
+            }
             for h in 0..2 {
                 let c = g * 16 + h * 8;
                 if c + 8 <= d.out_c {
                     let rq = Requant8::new(ops, c, p.output_offset, p.act_min, p.act_max);
                     for (acc_px, out_pixel) in acc.iter().zip(out_pixels.chunks_exact_mut(d.out_c))
                     {
-                        store8_avx2(&mut out_pixel[c..], rq.apply(acc_px[h]));
+                        store8_avx2(&mut out_pixel[c..], rq.apply::<GENERAL>(acc_px[h]));
                     }
                 } else if c < d.out_c {
                     for (acc_px, out_pixel) in acc.iter().zip(out_pixels.chunks_exact_mut(d.out_c))
@@ -754,6 +815,7 @@ impl<'a> PaddedImage<'a> {
         input: &[i8],
         buf: &'a mut MaybeUninit<[i16; PADDED_IMAGE + 8]>,
     ) -> Option<Self> {
+        // `len` below is at most PADDED_IMAGE + 8, the buffer's size.
         let w = p.window;
         let (pad_top, pad_left) = (w.pad_top as usize, w.pad_left as usize);
         let (stride_h, stride_w) = (w.stride_h as usize, w.stride_w as usize);
@@ -769,28 +831,40 @@ impl<'a> PaddedImage<'a> {
         if height.checked_mul(row_len)? > PADDED_IMAGE {
             return None;
         }
-        let values = zeroed_prefix(buf, height * row_len + 8);
+        let len = height * row_len + 8;
+        let first = buf.as_mut_ptr() as *mut i16;
+        // Only the border (and the slack) needs zeros: the interior is written below.
+        let interior = pad_left * c..(pad_left + d.in_w) * c;
+        core::ptr::write_bytes(first, 0, pad_top * row_len + interior.start);
+        for y in 0..d.in_h {
+            let row_end = (pad_top + y) * row_len + interior.end;
+            let next_start = if y + 1 < d.in_h {
+                (pad_top + y + 1) * row_len + interior.start
+            } else {
+                len
+            };
+            core::ptr::write_bytes(first.add(row_end), 0, next_start - row_end);
+        }
         let offset = p.input_offset as i16;
+        let offset16 = _mm256_set1_epi16(offset);
         for y in 0..d.in_h {
             let src = &input[y * d.in_w * c..(y + 1) * d.in_w * c];
-            let at = (pad_top + y) * row_len + pad_left * c;
-            let dst = &mut values[at..at + d.in_w * c];
+            // Written through the raw pointer: the interior is uninitialized until here.
+            let dst = first.add((pad_top + y) * row_len + interior.start);
             let mut chunks = src.chunks_exact(16);
             let mut i = 0;
-            let offset16 = _mm256_set1_epi16(offset);
             for x16 in &mut chunks {
                 let v = _mm256_cvtepi8_epi16(_mm_loadu_si128(x16.as_ptr() as *const __m128i));
-                let out = &mut dst[i..i + 16];
-                _mm256_storeu_si256(
-                    out.as_mut_ptr() as *mut __m256i,
-                    _mm256_add_epi16(v, offset16),
-                );
+                _mm256_storeu_si256(dst.add(i) as *mut __m256i, _mm256_add_epi16(v, offset16));
                 i += 16;
             }
-            for (v, &x) in dst[i..].iter_mut().zip(chunks.remainder()) {
-                *v = x as i16 + offset;
+            for &x in chunks.remainder() {
+                dst.add(i).write(x as i16 + offset);
+                i += 1;
             }
         }
+        // Every element is now written: border and slack zero, interior widened.
+        let values = core::slice::from_raw_parts(first, len);
         Some(PaddedImage {
             values,
             run: d.filter_w * c,
@@ -1124,6 +1198,58 @@ unsafe fn pack_depthwise_filter(filter: &[i8], taps: usize, channels: usize, pac
     }
 }
 
+/// Depthwise sums of `P` neighbouring pixels (`x + px * column`) over tap pairs: `acc[px]`
+/// holds channels `[0..4, 8..12]` and `[4..8, 12..16]` of the block (the lane order of
+/// `unpacklo`/`unpackhi`), see [`depthwise_finish16`].
+///
+/// Safety: AVX2; every `x + px * column + tap_at[t]` readable for 16 values (`t < 2 * pairs`),
+/// `weights + q * blocks * 32` for 32.
+#[inline(always)]
+unsafe fn depthwise_pairs_avx2<const P: usize>(
+    x: *const i16,
+    column: usize,
+    tap_at: &[usize],
+    weights: *const i16,
+    pairs: usize,
+    blocks: usize,
+) -> [[__m256i; 2]; P] {
+    let mut acc = [[_mm256_setzero_si256(); 2]; P];
+    for q in 0..pairs {
+        let (a, b) = (tap_at[2 * q], tap_at[2 * q + 1]);
+        let wq = weights.add(q * blocks * 32);
+        let w_lo = _mm256_loadu_si256(wq as *const __m256i);
+        let w_hi = _mm256_loadu_si256(wq.add(16) as *const __m256i);
+        for (px, acc_px) in acc.iter_mut().enumerate() {
+            let xp = x.add(px * column);
+            let xa = _mm256_loadu_si256(xp.add(a) as *const __m256i);
+            let xb = _mm256_loadu_si256(xp.add(b) as *const __m256i);
+            acc_px[0] = _mm256_add_epi32(
+                acc_px[0],
+                _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb), w_lo),
+            );
+            acc_px[1] = _mm256_add_epi32(
+                acc_px[1],
+                _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb), w_hi),
+            );
+        }
+    }
+    acc
+}
+
+/// Channel order, requantization and packing of one pixel's 16 depthwise sums.
+#[inline(always)]
+unsafe fn depthwise_finish16<const GENERAL: bool>(
+    acc: &[__m256i; 2],
+    rq: &[Requant8; 2],
+) -> __m128i {
+    let first = _mm256_permute2x128_si256(acc[0], acc[1], 0x20);
+    let second = _mm256_permute2x128_si256(acc[0], acc[1], 0x31);
+    pack16_avx2(
+        rq[0].apply::<GENERAL>(first),
+        rq[1].apply::<GENERAL>(second),
+    )
+}
+
 /// AVX2 DEPTHWISE_CONV_2D (multiplier 1, channels a multiple of 16) over widened rows: each
 /// input row the windows reach is widened once to int16 with the input offset added, into a
 /// ring of `span_h` rows zero padded left and right (a window row in the padding reads a zero
@@ -1134,6 +1260,20 @@ unsafe fn pack_depthwise_filter(filter: &[i8], taps: usize, channels: usize, pac
 /// Safety: AVX2; slice lengths as [`depthwise_ok`] checks them.
 #[target_feature(enable = "avx2")]
 unsafe fn depthwise_s8_avx2_rows(
+    p: &DepthwiseConv2dS8,
+    d: &SpatialDims,
+    ops: &S8Operands<'_>,
+    output: &mut [i8],
+) -> bool {
+    if requant_is_plain(ops) {
+        depthwise_s8_avx2_rows_with::<false>(p, d, ops, output)
+    } else {
+        depthwise_s8_avx2_rows_with::<true>(p, d, ops, output)
+    }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn depthwise_s8_avx2_rows_with<const GENERAL: bool>(
     p: &DepthwiseConv2dS8,
     d: &SpatialDims,
     ops: &S8Operands<'_>,
@@ -1209,31 +1349,144 @@ unsafe fn depthwise_s8_avx2_rows(
                     Requant8::new(ops, cb * 16 + 8, p.output_offset, p.act_min, p.act_max),
                 ];
                 let weights = packed.as_ptr().add(cb * 32);
-                for out_x in 0..d.out_w {
-                    let x = rows.as_ptr().add(out_x * stride_w * channels + cb * 16);
-                    let mut acc_lo = _mm256_setzero_si256();
-                    let mut acc_hi = _mm256_setzero_si256();
-                    for q in 0..pairs {
-                        let xa = _mm256_loadu_si256(x.add(tap_at[2 * q]) as *const __m256i);
-                        let xb = _mm256_loadu_si256(x.add(tap_at[2 * q + 1]) as *const __m256i);
-                        let wq = weights.add(q * blocks * 32);
-                        let w_lo = _mm256_loadu_si256(wq as *const __m256i);
-                        let w_hi = _mm256_loadu_si256(wq.add(16) as *const __m256i);
-                        acc_lo = _mm256_add_epi32(
-                            acc_lo,
-                            _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb), w_lo),
-                        );
-                        acc_hi = _mm256_add_epi32(
-                            acc_hi,
-                            _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb), w_hi),
-                        );
+                let column = stride_w * channels;
+                let x0 = rows.as_ptr().add(cb * 16);
+                let mut out_x = 0;
+                while out_x < d.out_w {
+                    let x = x0.add(out_x * column);
+                    let out_at = out_row + out_x * channels + cb * 16;
+                    if out_x + 2 <= d.out_w {
+                        let acc =
+                            depthwise_pairs_avx2::<2>(x, column, &tap_at, weights, pairs, blocks);
+                        for (px, acc_px) in acc.iter().enumerate() {
+                            let bytes = depthwise_finish16::<GENERAL>(acc_px, &rq);
+                            let at = out_at + px * channels;
+                            let out = &mut output[at..at + 16];
+                            _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, bytes);
+                        }
+                        out_x += 2;
+                    } else {
+                        let [acc] =
+                            depthwise_pairs_avx2::<1>(x, column, &tap_at, weights, pairs, blocks);
+                        let bytes = depthwise_finish16::<GENERAL>(&acc, &rq);
+                        let out = &mut output[out_at..out_at + 16];
+                        _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, bytes);
+                        out_x += 1;
                     }
-                    let first = _mm256_permute2x128_si256(acc_lo, acc_hi, 0x20);
-                    let second = _mm256_permute2x128_si256(acc_lo, acc_hi, 0x31);
-                    let bytes = pack16_avx2(rq[0].apply(first), rq[1].apply(second));
-                    let at = out_row + out_x * channels + cb * 16;
-                    let out = &mut output[at..at + 16];
-                    _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, bytes);
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Windows of more elements than this are left to the reference (the float division below
+/// is exact for sums of fewer than 2^24).
+const POOL_MAX_COUNT: usize = 1 << 16;
+
+/// AVX2 pooling: per output pixel, the window's rows are summed 8 channels at a time in int32
+/// (average) or reduced 32 channels at a time with `vpmaxsb` (max). The average's rounding
+/// (`(sum ± count / 2) / count`, truncating) is a double division: with `|n| < 2^24` and
+/// `count < 2^24` the quotient is never within rounding error of the next integer, so
+/// truncating it is exact. Returns `false` at the first empty window (the reference reports
+/// the error).
+#[target_feature(enable = "avx2")]
+unsafe fn pool2d_s8_avx2(p: &Pool2dS8, d: &SpatialDims, input: &[i8], output: &mut [i8]) -> bool {
+    let w = p.window;
+    let c = d.in_c;
+    let (lo, hi) = (p.act_min, p.act_max);
+    for b in 0..d.batches {
+        for out_y in 0..d.out_h {
+            let (y0, y1) = filter_range(out_y, w.stride_h, w.pad_top, d.filter_h, d.in_h);
+            for out_x in 0..d.out_w {
+                let (x0, x1) = filter_range(out_x, w.stride_w, w.pad_left, d.filter_w, d.in_w);
+                if y1 <= y0 || x1 <= x0 || (y1 - y0) * (x1 - x0) > POOL_MAX_COUNT {
+                    return false;
+                }
+                let in_y0 = out_y * w.stride_h as usize + y0 - w.pad_top as usize;
+                let in_x0 = out_x * w.stride_w as usize + x0 - w.pad_left as usize;
+                let (rows, cols) = (y1 - y0, x1 - x0);
+                let out_at = d.output_index(b, out_y, out_x, 0);
+                let out_pixel = &mut output[out_at..out_at + c];
+                match p.kind {
+                    PoolKind::Average => {
+                        let count = (rows * cols) as i32;
+                        let mut ch = 0;
+                        while ch < c {
+                            let lanes = (c - ch).min(8);
+                            let mut sum = _mm256_setzero_si256();
+                            for y in in_y0..in_y0 + rows {
+                                for x in in_x0..in_x0 + cols {
+                                    let at = d.input_index(b, y, x, ch);
+                                    let v = if lanes == 8 {
+                                        let src = &input[at..at + 8];
+                                        _mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                                            src.as_ptr() as *const __m128i
+                                        ))
+                                    } else {
+                                        let mut tail = [0i8; 8];
+                                        tail[..lanes].copy_from_slice(&input[at..at + lanes]);
+                                        _mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                                            tail.as_ptr() as *const __m128i
+                                        ))
+                                    };
+                                    sum = _mm256_add_epi32(sum, v);
+                                }
+                            }
+                            // sum + count/2 for positive sums, sum - count/2 otherwise.
+                            let half = _mm256_set1_epi32(count / 2);
+                            let positive = _mm256_cmpgt_epi32(sum, _mm256_setzero_si256());
+                            let nudged = _mm256_add_epi32(
+                                _mm256_sub_epi32(sum, half),
+                                _mm256_and_si256(positive, _mm256_add_epi32(half, half)),
+                            );
+                            let divisor = _mm256_set1_pd(count as f64);
+                            let q_lo = _mm256_cvttpd_epi32(_mm256_div_pd(
+                                _mm256_cvtepi32_pd(_mm256_castsi256_si128(nudged)),
+                                divisor,
+                            ));
+                            let q_hi = _mm256_cvttpd_epi32(_mm256_div_pd(
+                                _mm256_cvtepi32_pd(_mm256_extracti128_si256(nudged, 1)),
+                                divisor,
+                            ));
+                            let mut q = [0i32; 8];
+                            _mm_storeu_si128(q.as_mut_ptr() as *mut __m128i, q_lo);
+                            _mm_storeu_si128(q.as_mut_ptr().add(4) as *mut __m128i, q_hi);
+                            for (dst, &v) in out_pixel[ch..ch + lanes].iter_mut().zip(&q) {
+                                *dst = v.clamp(lo, hi) as i8;
+                            }
+                            ch += lanes;
+                        }
+                    }
+                    PoolKind::Max => {
+                        let mut ch = 0;
+                        while ch < c {
+                            let lanes = (c - ch).min(32);
+                            let mut max = _mm256_set1_epi8(i8::MIN);
+                            for y in in_y0..in_y0 + rows {
+                                for x in in_x0..in_x0 + cols {
+                                    let at = d.input_index(b, y, x, ch);
+                                    let mut lane_values = [i8::MIN; 32];
+                                    let v = if lanes == 32 {
+                                        _mm256_loadu_si256(
+                                            input[at..at + 32].as_ptr() as *const __m256i
+                                        )
+                                    } else {
+                                        lane_values[..lanes]
+                                            .copy_from_slice(&input[at..at + lanes]);
+                                        _mm256_loadu_si256(lane_values.as_ptr() as *const __m256i)
+                                    };
+                                    max = _mm256_max_epi8(max, v);
+                                }
+                            }
+                            let mut m = [0i8; 32];
+                            _mm256_storeu_si256(m.as_mut_ptr() as *mut __m256i, max);
+                            for (dst, &v) in out_pixel[ch..ch + lanes].iter_mut().zip(&m) {
+                                *dst = (v as i32).clamp(lo, hi) as i8;
+                            }
+                            ch += lanes;
+                        }
+                    }
                 }
             }
         }
@@ -1640,6 +1893,110 @@ mod tests {
         variants = [|c| run_fc(c, Isa::Avx2), |c| run_fc(c, Isa::Sse41)]
     );
 
+    #[derive(Debug)]
+    struct PoolCase {
+        p: Pool2dS8,
+        d: SpatialDims,
+        input: Vec<i8>,
+    }
+
+    fn random_pool(rng: &mut crate::kernels::testing::Rng) -> PoolCase {
+        use crate::tensor::{DType, Location, Shape, TensorDef};
+        let unused = TensorDef {
+            dtype: DType::I8,
+            shape: Shape::new(&[1]).expect("rank 1"),
+            location: Location::Arena(0),
+            quant: None,
+        };
+        let c = [1, 5, 8, 13, 32, 33, 64, 70][rng.range(0, 7) as usize];
+        let (k_h, k_w) = (rng.range(1, 6) as usize, rng.range(1, 6) as usize);
+        let (in_h, in_w) = (
+            rng.range(k_h as i64, 12) as usize,
+            rng.range(k_w as i64, 12) as usize,
+        );
+        let (stride_h, stride_w) = (rng.range(1, 3) as u16, rng.range(1, 3) as u16);
+        // SAME-style padding (at most filter - 1), so every window holds an input element.
+        let (pad_top, pad_left) = (
+            rng.range(0, k_h as i64 - 1) as u16,
+            rng.range(0, k_w as i64 - 1) as u16,
+        );
+        let out = |size: usize, pad: u16, k: usize, stride: u16| {
+            (size + pad as usize).saturating_sub(k) / stride as usize + 1
+        };
+        let batches = rng.range(1, 2) as usize;
+        let d = SpatialDims {
+            batches,
+            in_h,
+            in_w,
+            in_c: c,
+            out_h: out(in_h, pad_top, k_h, stride_h),
+            out_w: out(in_w, pad_left, k_w, stride_w),
+            out_c: c,
+            filter_h: k_h,
+            filter_w: k_w,
+            filter_in_c: 1,
+        };
+        let act_min = if rng.range(0, 3) == 0 {
+            rng.range(-128, 0) as i32
+        } else {
+            -128
+        };
+        let act_max = if rng.range(0, 3) == 0 {
+            rng.range(act_min as i64, 127) as i32
+        } else {
+            127
+        };
+        PoolCase {
+            p: Pool2dS8 {
+                kind: if rng.range(0, 1) == 0 {
+                    PoolKind::Average
+                } else {
+                    PoolKind::Max
+                },
+                input: unused.clone(),
+                output: unused,
+                filter_h: k_h as u16,
+                filter_w: k_w as u16,
+                window: crate::kernels::Window {
+                    stride_h,
+                    stride_w,
+                    dilation_h: 1,
+                    dilation_w: 1,
+                    pad_top,
+                    pad_left,
+                },
+                act_min,
+                act_max,
+            },
+            d,
+            input: rng.vec_i8(batches * in_h * in_w * c),
+        }
+    }
+
+    fn pool_reference(case: &PoolCase) -> Vec<i8> {
+        let mut out = vec![0i8; case.d.output_elements()];
+        crate::kernels::pooling::pool2d_s8_reference(&case.p, case.d, &case.input, &mut out)
+            .expect("windows are not empty");
+        out
+    }
+
+    fn run_pool(case: &PoolCase) -> Vec<i8> {
+        let mut out = vec![0i8; case.d.output_elements()];
+        if !supported(Isa::Avx2) {
+            return pool_reference(case);
+        }
+        assert!(pool2d_s8(&case.p, case.d, &case.input, &mut out, Isa::Avx2));
+        out
+    }
+
+    crate::kernel_variants_match_reference!(
+        pool2d_s8_x86_variants,
+        cases = 300,
+        setup = random_pool,
+        reference = pool_reference,
+        variants = [run_pool]
+    );
+
     #[test]
     fn avx2_single_rounding_matches_scalar() {
         if !supported(Isa::Avx2) {
@@ -1734,8 +2091,18 @@ mod tests {
                 };
                 let rq = Requant8::new(&ops, 0, 0, i32::MIN, i32::MAX);
                 let mut hoisted = [0i32; 8];
-                _mm256_storeu_si256(hoisted.as_mut_ptr() as *mut __m256i, rq.apply(load(&acc)));
+                _mm256_storeu_si256(
+                    hoisted.as_mut_ptr() as *mut __m256i,
+                    rq.apply::<true>(load(&acc)),
+                );
                 assert_eq!(hoisted, got);
+                if requant_is_plain(&ops) {
+                    _mm256_storeu_si256(
+                        hoisted.as_mut_ptr() as *mut __m256i,
+                        rq.apply::<false>(load(&acc)),
+                    );
+                    assert_eq!(hoisted, got);
+                }
             }
             for l in 0..8 {
                 assert_eq!(
