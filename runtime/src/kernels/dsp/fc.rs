@@ -23,8 +23,7 @@ use super::*;
 
 /// [`FullyConnectedS8`]: 2 output channels per pass over the widened input row. Same arguments
 /// as [`super::fully_connected::fully_connected_s8_reference`]; `false` when not handled here
-/// (depth not a multiple of 4 or longer than [`FC_WIDE_WORDS`] pairs, filter not word-aligned,
-/// offsets or requantization out of range).
+/// (depth not a multiple of 4, filter not word-aligned, offsets or requantization out of range).
 #[allow(clippy::too_many_arguments)]
 pub fn fully_connected_s8_dsp(
     p: &FullyConnectedS8,
@@ -42,7 +41,6 @@ pub fn fully_connected_s8_dsp(
         || !(-255..=255).contains(&p.filter_offset)
         || depth == 0
         || !depth.is_multiple_of(4)
-        || depth / 2 > FC_WIDE_WORDS
         || !(filter.as_ptr() as usize).is_multiple_of(4)
         || input.len() < dims.batches * depth
         || filter.len() < channels * depth
@@ -55,83 +53,122 @@ pub fn fully_connected_s8_dsp(
     {
         return false;
     }
-    let per_tensor = FcRequant::new(multipliers[0], shifts[0]);
-    let groups = depth / 4;
+    // A row longer than the stack buffer goes in segments, with half the sums buffer per chunk
+    // (the other half takes the later segments' partial sums).
+    let chunk = if depth > FC_WIDE_WORDS * 2 {
+        SUMS_CHUNK / 2
+    } else {
+        SUMS_CHUNK
+    };
     // Uninitialized: `widen_row` writes the words it hands out and `dot_row_pairs` the sums
     // (no 4 KB + 1 KB clear per call).
     let mut wide = [MaybeUninit::<u32>::uninit(); FC_WIDE_WORDS];
     let mut sums = [MaybeUninit::<i32>::uninit(); SUMS_CHUNK + 1];
+    let mut init = 0;
     for (row, out_row) in input
         .chunks_exact(depth)
         .zip(output.chunks_exact_mut(channels))
         .take(dims.batches)
     {
-        let wide_row = widen_row(row, groups, simd::splat16(p.input_offset), &mut wide);
-        let init = if p.filter_offset != 0 {
-            let ones = simd::splat16(1);
-            let row_sum = wide_row.iter().fold(0, |sum, &x| simd::smlad(x, ones, sum));
-            p.filter_offset.wrapping_mul(row_sum)
-        } else {
-            0
-        };
-        for start in (0..channels).step_by(SUMS_CHUNK) {
-            let len = (channels - start).min(SUMS_CHUNK);
-            let pairs = len / 2;
-            // SAFETY: `wide_row` holds `groups * 2` words; the filter holds `channels * depth`
-            // values (checked above) and channels `start..start + len` are within it, so every
-            // row read is inside it; `sums` has room for `len + 1` values.
+        for start in (0..channels).step_by(chunk) {
+            let len = (channels - start).min(chunk);
+            // SAFETY: the filter holds `channels * depth` values (checked above) and
+            // `start + len <= channels`.
             let chunk_sums = unsafe {
-                let first = filter.as_ptr().add(start * depth);
-                let sums_out = sums.as_mut_ptr() as *mut i32;
-                if pairs > 0 {
-                    let rows = [first, first.add(depth)];
-                    dot_row_pairs(
-                        wide_row.as_ptr(),
-                        groups,
-                        rows,
-                        depth,
-                        pairs,
-                        init,
-                        sums_out,
-                    );
-                }
-                if len % 2 == 1 {
-                    // The last channel of an odd count, paired with itself.
-                    let last = first.add((len - 1) * depth);
-                    let out = sums_out.add(len - 1);
-                    dot_row_pairs(wide_row.as_ptr(), groups, [last, last], 0, 1, init, out);
-                }
-                core::slice::from_raw_parts(sums_out as *const i32, len)
+                let rows = filter.as_ptr().add(start * depth);
+                chunk_sums(p, row, rows, len, start, &mut wide, &mut init, &mut sums)
             };
             let out_chunk = &mut out_row[start..start + len];
             let bias_chunk = bias.map(|b| &b[start..start + len]);
-            if multipliers.len() == 1
-                && per_tensor.total_shift >= 33
-                && p.act_min == -128
-                && p.act_max == 127
-            {
-                // The usual case: one multiplier, one `SMMUL`-based rounding, no clamp.
-                requantize_per_tensor(
-                    p.output_offset,
-                    per_tensor,
-                    chunk_sums,
-                    bias_chunk,
-                    out_chunk,
-                );
-            } else {
-                requantize(
-                    p,
-                    chunk_sums,
-                    bias_chunk,
-                    multipliers,
-                    shifts,
-                    start,
-                    out_chunk,
-                );
-            }
+            requantize(
+                p,
+                chunk_sums,
+                bias_chunk,
+                multipliers,
+                shifts,
+                start,
+                out_chunk,
+            );
         }
     }
     true
+}
+
+/// The sums `sum((w + filter_offset) * (x + input_offset))` of the `len` channels whose filter
+/// rows start at `rows`, over one input `row`, in the first `len` values of `sums` (returned).
+/// The row is widened into `wide` (and `init`, the filter offset's share, computed) for the
+/// first chunk (`start == 0`) or when it is longer than `wide`, in which case it goes in
+/// segments whose sums are added from the second half of `sums` (`len <= SUMS_CHUNK / 2` then).
+///
+/// # Safety
+/// `rows` must point to `len` rows of `row.len()` readable bytes each, word-aligned, `row.len()`
+/// a multiple of 4; `wide` and `init` must hold the widened `row` when `start > 0` and the row
+/// fits `wide`.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn chunk_sums<'a>(
+    p: &FullyConnectedS8,
+    row: &[i8],
+    rows: *const i8,
+    len: usize,
+    start: usize,
+    wide: &mut [MaybeUninit<u32>; FC_WIDE_WORDS],
+    init: &mut i32,
+    sums: &'a mut [MaybeUninit<i32>; SUMS_CHUNK + 1],
+) -> &'a [i32] {
+    let depth = row.len();
+    let segment_len = FC_WIDE_WORDS * 2;
+    let rewiden = start == 0 || depth > segment_len;
+    let sums_out = sums.as_mut_ptr() as *mut i32;
+    let pairs = len / 2;
+    for seg_start in (0..depth).step_by(segment_len) {
+        let segment = &row[seg_start..depth.min(seg_start + segment_len)];
+        let groups = segment.len() / 4;
+        if rewiden {
+            let wide_row = widen_row(segment, groups, simd::splat16(p.input_offset), wide);
+            *init = if p.filter_offset != 0 {
+                let ones = simd::splat16(1);
+                let sum = wide_row.iter().fold(0, |sum, &x| simd::smlad(x, ones, sum));
+                p.filter_offset.wrapping_mul(sum)
+            } else {
+                0
+            };
+        }
+        let wide_row = wide.as_ptr() as *const u32;
+        let partial = if seg_start == 0 { 0 } else { SUMS_CHUNK / 2 };
+        // SAFETY: `wide` holds the segment's `groups * 2` widened words; each row read stays
+        // inside the `len` rows the caller guarantees; `sums` has room for `partial + len + 1`
+        // values (`len <= SUMS_CHUNK / 2` when `partial > 0`).
+        unsafe {
+            let first = rows.add(seg_start);
+            let out = sums_out.add(partial);
+            if pairs > 0 {
+                // After a pair's segment, the next pair's starts `2 * depth` further.
+                let stride = 2 * depth - segment.len();
+                let pair = [first, first.add(depth)];
+                dot_row_pairs(wide_row, groups, pair, stride, pairs, *init, out);
+            }
+            if len % 2 == 1 {
+                // The last channel of an odd count, paired with itself.
+                let last = first.add((len - 1) * depth);
+                dot_row_pairs(
+                    wide_row,
+                    groups,
+                    [last, last],
+                    0,
+                    1,
+                    *init,
+                    out.add(len - 1),
+                );
+            }
+            for i in 0..if partial > 0 { len } else { 0 } {
+                let total = sums_out.add(i);
+                *total = (*total).wrapping_add(*out.add(i));
+            }
+        }
+    }
+    // SAFETY: the first segment wrote the first `len` sums.
+    unsafe { core::slice::from_raw_parts(sums_out as *const i32, len) }
 }
 
 /// Channels whose raw sums are held on the stack before requantization.
@@ -169,7 +206,8 @@ fn requantize_per_tensor(
 }
 
 /// `out[i] = clamp(requant_c(sums[i] + bias[i]) + output_offset)` for channel
-/// `c = start + i` (or the single requantizer), any shift and activation range.
+/// `c = start + i` (or the single requantizer), any shift and activation range; the usual case
+/// goes to [`requantize_per_tensor`].
 #[inline(never)]
 fn requantize(
     p: &FullyConnectedS8,
@@ -180,6 +218,13 @@ fn requantize(
     start: usize,
     out: &mut [i8],
 ) {
+    if let ([multiplier], [shift]) = (multipliers, shifts) {
+        let requant = FcRequant::new(*multiplier, *shift);
+        if requant.total_shift >= 33 && p.act_min == -128 && p.act_max == 127 {
+            // One multiplier, one `SMMLA`-based rounding, no clamp.
+            return requantize_per_tensor(p.output_offset, requant, sums, bias, out);
+        }
+    }
     let per_channel = multipliers.len() > 1;
     for (i, (o, &s)) in out.iter_mut().zip(sums).enumerate() {
         let c = if per_channel { start + i } else { 0 };
@@ -553,7 +598,7 @@ mod tests {
             Some(out) => out,
             None => {
                 assert!(
-                    !c.dims.accum_depth.is_multiple_of(4) || c.dims.accum_depth > FC_WIDE_WORDS * 2,
+                    !c.dims.accum_depth.is_multiple_of(4),
                     "declined {:?}",
                     c.dims
                 );
@@ -646,12 +691,12 @@ mod tests {
         }
     }
 
-    /// Rows longer than the stack's widened copy, depths that are not a multiple of 4 and
-    /// filters that are not word-aligned (`LDRD`) are declined (the reference runs them).
+    /// Depths that are not a multiple of 4 and filters that are not word-aligned (`LDRD`) are
+    /// declined (the reference runs them).
     #[test]
     fn fully_connected_declines_what_it_cannot_load() {
         let mut rng = Rng(17);
-        for depth in [FC_WIDE_WORDS * 2 + 4, 7, 130] {
+        for depth in [7, 130] {
             let mut c = fc_case(&mut rng);
             c.dims.accum_depth = depth;
             c.input = rng.vec_i8(c.dims.batches * depth);
@@ -664,5 +709,40 @@ mod tests {
         c.filter = rng.vec_i8(c.dims.output_depth * 64);
         assert!(fc_dsp_placed(&c, true).is_none());
         assert_eq!(fc_dsp_placed(&c, false), Some(fc_reference(&c)));
+    }
+
+    /// Rows longer than the stack's widened copy go in segments (micro_speech's 4,000-deep
+    /// layer), with more channels than one chunk of sums and odd channel counts.
+    #[test]
+    fn fully_connected_long_rows_match_reference() {
+        let mut rng = Rng(19);
+        let longest = FC_WIDE_WORDS * 2;
+        for (depth, channels) in [
+            (longest + 4, 3),
+            (4000, 4),
+            (2 * longest + 36, 131),
+            (longest + 32, 256),
+        ] {
+            for filter_offset in [0, 5] {
+                let mut c = fc_case(&mut rng);
+                c.dims.accum_depth = depth;
+                c.dims.output_depth = channels;
+                c.p.filter_offset = filter_offset;
+                c.input = rng.vec_i8(c.dims.batches * depth);
+                c.filter = rng.vec_i8(channels * depth);
+                (c.multipliers, c.shifts) = random_requant(&mut rng, channels);
+                c.bias = (filter_offset == 0).then(|| {
+                    (0..channels)
+                        .map(|_| rng.range(-40_000, 40_000) as i32)
+                        .collect()
+                });
+                assert_eq!(
+                    fc_dsp_placed(&c, false),
+                    Some(fc_reference(&c)),
+                    "{:?}",
+                    c.dims
+                );
+            }
+        }
     }
 }
