@@ -1510,25 +1510,46 @@ unsafe fn fully_connected_s8_avx2(
     let patch = zeroed_prefix(&mut patch_buf, kp);
     let mut spare = MaybeUninit::uninit();
     let rows = FilterRows::new(ops.filter, dims.output_depth, k, &mut spare);
-    let fo = _mm256_set1_epi16(p.filter_offset as i16);
+    let unused = _mm256_setzero_si256();
     let out_offset = _mm256_set1_epi32(p.output_offset);
     let lo = _mm256_set1_epi32(p.act_min);
     let hi = _mm256_set1_epi32(p.act_max);
+    let input_offset = _mm256_set1_epi16(p.input_offset as i16);
+    let ones = _mm256_set1_epi16(1);
     for b in 0..dims.batches {
         let row = &ops.input[b * k..(b + 1) * k];
-        for (v, &x) in patch.iter_mut().zip(row) {
-            *v = x as i16 + p.input_offset as i16;
+        // The patch (x + input_offset), and its sum: sum((x + io) * (w + fo)) is
+        // sum((x + io) * w) + fo * sum(x + io) in wrapping int32, so the filter offset costs
+        // one multiply per row instead of an add per weight.
+        let mut chunks = row.chunks_exact(16);
+        let mut lane_sums = _mm256_setzero_si256();
+        for (x16, dst) in (&mut chunks).zip(patch.chunks_exact_mut(16)) {
+            let x = _mm256_add_epi16(
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(x16.as_ptr() as *const __m128i)),
+                input_offset,
+            );
+            lane_sums = _mm256_add_epi32(lane_sums, _mm256_madd_epi16(x, ones));
+            _mm256_storeu_si256(dst.as_mut_ptr() as *mut __m256i, x);
         }
+        let mut patch_sum = hsum1_avx2(lane_sums);
+        let tail = k - chunks.remainder().len();
+        for (v, &x) in patch[tail..k].iter_mut().zip(chunks.remainder()) {
+            *v = x as i16 + p.input_offset as i16;
+            patch_sum = patch_sum.wrapping_add(*v as i32);
+        }
+        let offset_term = patch_sum.wrapping_mul(p.filter_offset);
         let out_row = &mut output[b * dims.output_depth..(b + 1) * dims.output_depth];
         let mut oc = 0;
         while oc + FC_ROWS <= dims.output_depth {
-            let block: [*const i8; FC_ROWS] = core::array::from_fn(|r| rows.row(oc + r));
-            let [acc] = if p.filter_offset == 0 {
-                dot_block_avx2::<1, FC_ROWS, false>(patch.as_ptr(), 0, block, kp, fo)
+            let block: [*const i8; FC_ROWS] = if oc + FC_ROWS <= rows.direct {
+                // In place: rows below `direct` are readable for `kp` bytes.
+                let first = ops.filter.as_ptr().add(oc * k);
+                core::array::from_fn(|r| first.add(r * k))
             } else {
-                dot_block_avx2::<1, FC_ROWS, true>(patch.as_ptr(), 0, block, kp, fo)
+                core::array::from_fn(|r| rows.row(oc + r))
             };
-            let mut sums = hsum8_avx2(&acc);
+            let [acc] = dot_block_avx2::<1, FC_ROWS, false>(patch.as_ptr(), 0, block, kp, unused);
+            let mut sums = _mm256_add_epi32(hsum8_avx2(&acc), _mm256_set1_epi32(offset_term));
             if let Some(bias) = ops.bias {
                 sums = _mm256_add_epi32(sums, channel_vec_avx2(&bias[oc..oc + 8], 0));
             }
@@ -1542,12 +1563,10 @@ unsafe fn fully_connected_s8_avx2(
             oc += FC_ROWS;
         }
         for oc in oc..dims.output_depth {
-            let [acc] = if p.filter_offset == 0 {
-                dot_block_avx2::<1, 1, false>(patch.as_ptr(), 0, [rows.row(oc)], kp, fo)
-            } else {
-                dot_block_avx2::<1, 1, true>(patch.as_ptr(), 0, [rows.row(oc)], kp, fo)
-            };
-            out_row[oc] = fc_finish(p, ops, oc, hsum1_avx2(acc[0]));
+            let [acc] =
+                dot_block_avx2::<1, 1, false>(patch.as_ptr(), 0, [rows.row(oc)], kp, unused);
+            let sum = hsum1_avx2(acc[0]).wrapping_add(offset_term);
+            out_row[oc] = fc_finish(p, ops, oc, sum);
         }
     }
 }
