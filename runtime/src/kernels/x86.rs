@@ -412,10 +412,23 @@ struct Requant8 {
     right: __m256i,
     mask: __m256i,
     half_mask: __m256i,
+    /// [`REQUANT_CLAMPED`] only: `2^30 + 2^(30 + right)` per even / odd channel (64-bit) and
+    /// `right - 1`.
+    round_even: __m256i,
+    round_odd: __m256i,
+    right_less_one: __m256i,
     out_offset: __m256i,
     lo: __m256i,
     hi: __m256i,
 }
+
+/// [`Requant8::apply`] modes: any multiplier and shift (TFLite's arithmetic step by step);
+/// [`requant_mode`] has checked that no shift is a left shift and no multiplier is `i32::MIN`;
+/// or, on top of that, that every shift is at least 1 to the right and the clamp's lower bound
+/// is at or above the output offset (a fused ReLU).
+const REQUANT_GENERAL: u8 = 0;
+const REQUANT_PLAIN: u8 = 1;
+const REQUANT_CLAMPED: u8 = 2;
 
 impl Requant8 {
     /// Constants of channels `c..c + 8` (per-channel arrays, or per-tensor values broadcast).
@@ -442,6 +455,18 @@ impl Requant8 {
             right,
             mask,
             half_mask: _mm256_srai_epi32(mask, 1),
+            round_even: _mm256_add_epi64(
+                _mm256_set1_epi64x(1 << 30),
+                _mm256_sllv_epi64(
+                    _mm256_set1_epi64x(1 << 30),
+                    _mm256_and_si256(right, _mm256_set1_epi64x(0xFFFF_FFFF)),
+                ),
+            ),
+            round_odd: _mm256_add_epi64(
+                _mm256_set1_epi64x(1 << 30),
+                _mm256_sllv_epi64(_mm256_set1_epi64x(1 << 30), _mm256_srli_epi64(right, 32)),
+            ),
+            right_less_one: _mm256_sub_epi32(right, one),
             out_offset: _mm256_set1_epi32(out_offset),
             lo: _mm256_set1_epi32(lo),
             hi: _mm256_set1_epi32(hi),
@@ -449,13 +474,34 @@ impl Requant8 {
     }
 
     /// Bias, TFLite's double-rounding requantization (as [`requant_double_avx2`]), output
-    /// offset and clamp of 8 raw accumulators. Without `GENERAL` the caller has checked
-    /// [`requant_is_plain`]: no left shift and no `i32::MIN` multiplier.
+    /// offset and clamp of 8 raw accumulators, in one of the `REQUANT_*` modes (see
+    /// [`requant_mode`]).
+    ///
+    /// [`REQUANT_CLAMPED`]: with `high = floor((x*m + 2^30) / 2^31)` (the doubling high
+    /// multiply) and `r >= 1`, rounding `high / 2^r` half up is
+    /// `floor((x*m + 2^30 + 2^(30+r)) / 2^(31+r))`, one 64-bit add and the high word shifted
+    /// by `r - 1`. TFLite rounds half away from zero, which differs only for negative `high`;
+    /// both results are then <= 0 and the clamp (lower bound >= output offset) maps them to
+    /// the same value.
     #[inline(always)]
-    unsafe fn apply<const GENERAL: bool>(&self, acc: __m256i) -> __m256i {
+    unsafe fn apply<const MODE: u8>(&self, acc: __m256i) -> __m256i {
         let zero = _mm256_setzero_si256();
         let mut x = _mm256_add_epi32(acc, self.bias);
-        if GENERAL {
+        if MODE == REQUANT_CLAMPED {
+            let even = _mm256_add_epi64(_mm256_mul_epi32(x, self.mult), self.round_even);
+            let odd = _mm256_add_epi64(
+                _mm256_mul_epi32(_mm256_shuffle_epi32(x, 0b11_11_01_01), self.mult_odd),
+                self.round_odd,
+            );
+            // High words of the 64-bit sums, in lane order.
+            let high = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0b1010_1010);
+            let v = _mm256_srav_epi32(high, self.right_less_one);
+            return _mm256_min_epi32(
+                _mm256_max_epi32(_mm256_add_epi32(v, self.out_offset), self.lo),
+                self.hi,
+            );
+        }
+        if MODE == REQUANT_GENERAL {
             x = _mm256_sllv_epi32(x, self.left);
         }
         let round = _mm256_set1_epi64x(1 << 30);
@@ -463,7 +509,7 @@ impl Requant8 {
         let odd_product = _mm256_mul_epi32(_mm256_shuffle_epi32(x, 0b11_11_01_01), self.mult_odd);
         let odd = _mm256_slli_epi64(_mm256_add_epi64(odd_product, round), 1);
         let mut high = _mm256_blend_epi32(even, odd, 0b1010_1010);
-        if GENERAL {
+        if MODE == REQUANT_GENERAL {
             // x = m = i32::MIN wraps to i32::MIN above; flipping every bit gives i32::MAX.
             let saturated = _mm256_and_si256(
                 _mm256_cmpeq_epi32(x, _mm256_set1_epi32(i32::MIN)),
@@ -484,10 +530,69 @@ impl Requant8 {
     }
 }
 
-/// `true` when every shift is a right shift (or none) and no multiplier is `i32::MIN`, so
-/// [`Requant8::apply`] may skip the left shift and the saturation patch.
-fn requant_is_plain(ops: &S8Operands<'_>) -> bool {
-    ops.shifts.iter().all(|&s| s <= 0) && !ops.multipliers.contains(&i32::MIN)
+/// Channels whose [`Requant8`] constants a kernel works out once per call (17 KiB of stack);
+/// later channels get theirs per use.
+const REQUANT_TABLE: usize = 256;
+
+/// [`Requant8`] of channels `0..8 * len`, built once per call instead of once per pixel block.
+struct RequantTable<'a> {
+    entries: &'a [Requant8],
+}
+
+impl<'a> RequantTable<'a> {
+    /// Safety: AVX2; per-channel arrays of `ops` cover `channels`.
+    #[inline(always)]
+    unsafe fn new(
+        buf: &'a mut MaybeUninit<[Requant8; REQUANT_TABLE / 8]>,
+        ops: &S8Operands<'_>,
+        channels: usize,
+        out_offset: i32,
+        lo: i32,
+        hi: i32,
+    ) -> Self {
+        let len = (channels / 8).min(REQUANT_TABLE / 8);
+        let first = buf.as_mut_ptr() as *mut Requant8;
+        for i in 0..len {
+            first
+                .add(i)
+                .write(Requant8::new(ops, i * 8, out_offset, lo, hi));
+        }
+        // SAFETY: the first `len` entries were written above.
+        RequantTable {
+            entries: core::slice::from_raw_parts(first, len),
+        }
+    }
+
+    /// Constants of channels `c..c + 16` (`c` a multiple of 8, inside the arrays of `ops`).
+    #[inline(always)]
+    unsafe fn pair(
+        &self,
+        ops: &S8Operands<'_>,
+        c: usize,
+        out_offset: i32,
+        lo: i32,
+        hi: i32,
+    ) -> [Requant8; 2] {
+        match self.entries.get(c / 8..c / 8 + 2) {
+            Some(&[a, b]) => [a, b],
+            _ => [
+                Requant8::new(ops, c, out_offset, lo, hi),
+                Requant8::new(ops, c + 8, out_offset, lo, hi),
+            ],
+        }
+    }
+}
+
+/// The fastest [`Requant8::apply`] mode that is exact for these per-channel arrays, output
+/// offset and clamp.
+fn requant_mode(ops: &S8Operands<'_>, out_offset: i32, act_min: i32) -> u8 {
+    if ops.shifts.iter().any(|&s| s > 0) || ops.multipliers.contains(&i32::MIN) {
+        REQUANT_GENERAL
+    } else if act_min >= out_offset && ops.shifts.iter().all(|&s| s <= -1) {
+        REQUANT_CLAMPED
+    } else {
+        REQUANT_PLAIN
+    }
 }
 
 /// Packs 16 int32 lanes already inside [-128, 127] (channels `0..8` in `a`, `8..16` in `b`)
@@ -681,15 +786,17 @@ unsafe fn conv2d_s8_avx2_packed_run(
     k: usize,
     packed: &[i16],
 ) {
-    if requant_is_plain(ops) {
-        conv2d_s8_avx2_packed_with::<false>(p, d, ops, output, k, packed)
-    } else {
-        conv2d_s8_avx2_packed_with::<true>(p, d, ops, output, k, packed)
+    match requant_mode(ops, p.output_offset, p.act_min) {
+        REQUANT_CLAMPED => {
+            conv2d_s8_avx2_packed_with::<REQUANT_CLAMPED>(p, d, ops, output, k, packed)
+        }
+        REQUANT_PLAIN => conv2d_s8_avx2_packed_with::<REQUANT_PLAIN>(p, d, ops, output, k, packed),
+        _ => conv2d_s8_avx2_packed_with::<REQUANT_GENERAL>(p, d, ops, output, k, packed),
     }
 }
 
 #[target_feature(enable = "avx2")]
-unsafe fn conv2d_s8_avx2_packed_with<const GENERAL: bool>(
+unsafe fn conv2d_s8_avx2_packed_with<const MODE: u8>(
     p: &Conv2dS8,
     d: &SpatialDims,
     ops: &S8Operands<'_>,
@@ -705,6 +812,15 @@ unsafe fn conv2d_s8_avx2_packed_with<const GENERAL: bool>(
     let patches = zeroed_prefix(&mut patch_buf, PACKED_PIXELS * stride + 8);
     let mut image_buf = MaybeUninit::<[i16; PADDED_IMAGE + 8]>::uninit();
     let image = PaddedImage::new(p, d, ops.input, &mut image_buf);
+    let mut table_buf = MaybeUninit::uninit();
+    let table = RequantTable::new(
+        &mut table_buf,
+        ops,
+        d.out_c,
+        p.output_offset,
+        p.act_min,
+        p.act_max,
+    );
     let pixels = d.batches * d.out_h * d.out_w;
     let mut first = 0;
     while first < pixels {
@@ -736,14 +852,11 @@ unsafe fn conv2d_s8_avx2_packed_with<const GENERAL: bool>(
             let out_pixels = &mut output[first * d.out_c..(first + count) * d.out_c];
             if g * 16 + 16 <= d.out_c {
                 // A whole group: both halves requantized, then one 16-byte store per pixel.
-                let rq = [
-                    Requant8::new(ops, g * 16, p.output_offset, p.act_min, p.act_max),
-                    Requant8::new(ops, g * 16 + 8, p.output_offset, p.act_min, p.act_max),
-                ];
+                let rq = table.pair(ops, g * 16, p.output_offset, p.act_min, p.act_max);
                 for (acc_px, out_pixel) in acc.iter().zip(out_pixels.chunks_exact_mut(d.out_c)) {
                     let bytes = pack16_avx2(
-                        rq[0].apply::<GENERAL>(acc_px[0]),
-                        rq[1].apply::<GENERAL>(acc_px[1]),
+                        rq[0].apply::<MODE>(acc_px[0]),
+                        rq[1].apply::<MODE>(acc_px[1]),
                     );
                     let out = &mut out_pixel[g * 16..g * 16 + 16];
                     _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, bytes);
@@ -756,7 +869,7 @@ unsafe fn conv2d_s8_avx2_packed_with<const GENERAL: bool>(
                     let rq = Requant8::new(ops, c, p.output_offset, p.act_min, p.act_max);
                     for (acc_px, out_pixel) in acc.iter().zip(out_pixels.chunks_exact_mut(d.out_c))
                     {
-                        store8_avx2(&mut out_pixel[c..], rq.apply::<GENERAL>(acc_px[h]));
+                        store8_avx2(&mut out_pixel[c..], rq.apply::<MODE>(acc_px[h]));
                     }
                 } else if c < d.out_c {
                     for (acc_px, out_pixel) in acc.iter().zip(out_pixels.chunks_exact_mut(d.out_c))
@@ -1238,16 +1351,10 @@ unsafe fn depthwise_pairs_avx2<const P: usize>(
 
 /// Channel order, requantization and packing of one pixel's 16 depthwise sums.
 #[inline(always)]
-unsafe fn depthwise_finish16<const GENERAL: bool>(
-    acc: &[__m256i; 2],
-    rq: &[Requant8; 2],
-) -> __m128i {
+unsafe fn depthwise_finish16<const MODE: u8>(acc: &[__m256i; 2], rq: &[Requant8; 2]) -> __m128i {
     let first = _mm256_permute2x128_si256(acc[0], acc[1], 0x20);
     let second = _mm256_permute2x128_si256(acc[0], acc[1], 0x31);
-    pack16_avx2(
-        rq[0].apply::<GENERAL>(first),
-        rq[1].apply::<GENERAL>(second),
-    )
+    pack16_avx2(rq[0].apply::<MODE>(first), rq[1].apply::<MODE>(second))
 }
 
 /// AVX2 DEPTHWISE_CONV_2D (multiplier 1, channels a multiple of 16) over widened rows: each
@@ -1265,15 +1372,15 @@ unsafe fn depthwise_s8_avx2_rows(
     ops: &S8Operands<'_>,
     output: &mut [i8],
 ) -> bool {
-    if requant_is_plain(ops) {
-        depthwise_s8_avx2_rows_with::<false>(p, d, ops, output)
-    } else {
-        depthwise_s8_avx2_rows_with::<true>(p, d, ops, output)
+    match requant_mode(ops, p.output_offset, p.act_min) {
+        REQUANT_CLAMPED => depthwise_s8_avx2_rows_with::<REQUANT_CLAMPED>(p, d, ops, output),
+        REQUANT_PLAIN => depthwise_s8_avx2_rows_with::<REQUANT_PLAIN>(p, d, ops, output),
+        _ => depthwise_s8_avx2_rows_with::<REQUANT_GENERAL>(p, d, ops, output),
     }
 }
 
 #[target_feature(enable = "avx2")]
-unsafe fn depthwise_s8_avx2_rows_with<const GENERAL: bool>(
+unsafe fn depthwise_s8_avx2_rows_with<const MODE: u8>(
     p: &DepthwiseConv2dS8,
     d: &SpatialDims,
     ops: &S8Operands<'_>,
@@ -1307,6 +1414,15 @@ unsafe fn depthwise_s8_avx2_rows_with<const GENERAL: bool>(
     // Every slot's padding columns stay zero; the last row is all zero.
     let rows = zeroed_prefix(&mut rows_buf, (span_h + 1) * row_len);
     let zero_row = span_h * row_len;
+    let mut table_buf = MaybeUninit::uninit();
+    let table = RequantTable::new(
+        &mut table_buf,
+        ops,
+        channels,
+        p.output_offset,
+        p.act_min,
+        p.act_max,
+    );
     let offset = _mm256_set1_epi16(p.input_offset as i16);
     for b in 0..d.batches {
         let mut slot_row = [usize::MAX; DW_SPAN];
@@ -1344,10 +1460,7 @@ unsafe fn depthwise_s8_avx2_rows_with<const GENERAL: bool>(
             tap_at[taps] = tap_at[taps - 1];
             let out_row = d.output_index(b, out_y, 0, 0);
             for cb in 0..blocks {
-                let rq = [
-                    Requant8::new(ops, cb * 16, p.output_offset, p.act_min, p.act_max),
-                    Requant8::new(ops, cb * 16 + 8, p.output_offset, p.act_min, p.act_max),
-                ];
+                let rq = table.pair(ops, cb * 16, p.output_offset, p.act_min, p.act_max);
                 let weights = packed.as_ptr().add(cb * 32);
                 let column = stride_w * channels;
                 let x0 = rows.as_ptr().add(cb * 16);
@@ -1359,7 +1472,7 @@ unsafe fn depthwise_s8_avx2_rows_with<const GENERAL: bool>(
                         let acc =
                             depthwise_pairs_avx2::<2>(x, column, &tap_at, weights, pairs, blocks);
                         for (px, acc_px) in acc.iter().enumerate() {
-                            let bytes = depthwise_finish16::<GENERAL>(acc_px, &rq);
+                            let bytes = depthwise_finish16::<MODE>(acc_px, &rq);
                             let at = out_at + px * channels;
                             let out = &mut output[at..at + 16];
                             _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, bytes);
@@ -1368,7 +1481,7 @@ unsafe fn depthwise_s8_avx2_rows_with<const GENERAL: bool>(
                     } else {
                         let [acc] =
                             depthwise_pairs_avx2::<1>(x, column, &tap_at, weights, pairs, blocks);
-                        let bytes = depthwise_finish16::<GENERAL>(&acc, &rq);
+                        let bytes = depthwise_finish16::<MODE>(&acc, &rq);
                         let out = &mut output[out_at..out_at + 16];
                         _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, bytes);
                         out_x += 1;
@@ -2061,6 +2174,72 @@ mod tests {
     }
 
     #[test]
+    fn avx2_clamped_requant_matches_scalar() {
+        if !supported(Isa::Avx2) {
+            return;
+        }
+        let mut rng = crate::kernels::testing::Rng(19);
+        let special = [
+            0,
+            1,
+            -1,
+            i32::MIN,
+            i32::MAX,
+            1 << 30,
+            -(1 << 30),
+            4095,
+            -4096,
+        ];
+        for round in 0..40_000 {
+            let mut acc = [0i32; 8];
+            let mut mult = [0i32; 8];
+            let mut shift = [0i32; 8];
+            for l in 0..8 {
+                acc[l] = match round % 3 {
+                    0 => special[rng.range(0, 8) as usize],
+                    1 => rng.range(-100_000, 100_000) as i32,
+                    _ => rng.next_u64() as i32,
+                };
+                mult[l] = if round % 4 == 0 {
+                    (rng.next_u64() as i32).max(i32::MIN + 1)
+                } else {
+                    rng.range(1 << 30, i32::MAX as i64) as i32
+                };
+                shift[l] = rng.range(-31, -1) as i32;
+            }
+            let out_offset = rng.range(-128, 127) as i32;
+            let lo = rng.range(out_offset as i64, 127) as i32;
+            let hi = rng.range(lo as i64, 127) as i32;
+            let ops = S8Operands {
+                input: &[],
+                filter: &[],
+                bias: None,
+                multipliers: &mult,
+                shifts: &shift,
+            };
+            assert_eq!(requant_mode(&ops, out_offset, lo), REQUANT_CLAMPED);
+            let mut got = [0i32; 8];
+            // SAFETY: AVX2 checked above; arrays hold 8 lanes.
+            unsafe {
+                let rq = Requant8::new(&ops, 0, out_offset, lo, hi);
+                let v =
+                    rq.apply::<REQUANT_CLAMPED>(_mm256_loadu_si256(acc.as_ptr() as *const __m256i));
+                _mm256_storeu_si256(got.as_mut_ptr() as *mut __m256i, v);
+            }
+            for l in 0..8 {
+                let want = multiply_by_quantized_multiplier(acc[l], mult[l], shift[l])
+                    .wrapping_add(out_offset)
+                    .clamp(lo, hi);
+                assert_eq!(
+                    got[l], want,
+                    "acc {} mult {} shift {}",
+                    acc[l], mult[l], shift[l]
+                );
+            }
+        }
+    }
+
+    #[test]
     fn avx2_requant_matches_scalar_on_edge_values() {
         if !supported(Isa::Avx2) {
             return;
@@ -2112,13 +2291,13 @@ mod tests {
                 let mut hoisted = [0i32; 8];
                 _mm256_storeu_si256(
                     hoisted.as_mut_ptr() as *mut __m256i,
-                    rq.apply::<true>(load(&acc)),
+                    rq.apply::<REQUANT_GENERAL>(load(&acc)),
                 );
                 assert_eq!(hoisted, got);
-                if requant_is_plain(&ops) {
+                if requant_mode(&ops, 0, i32::MIN) == REQUANT_PLAIN {
                     _mm256_storeu_si256(
                         hoisted.as_mut_ptr() as *mut __m256i,
-                        rq.apply::<false>(load(&acc)),
+                        rq.apply::<REQUANT_PLAIN>(load(&acc)),
                     );
                     assert_eq!(hoisted, got);
                 }
