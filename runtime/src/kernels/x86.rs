@@ -6,7 +6,15 @@
 //! `madd_epi16` (|a*b + c*d| < 2^31, no saturation) and summed with wrapping int32 adds, which
 //! equal the reference's wrapping sums in any order. Requantization is the same integer
 //! arithmetic as [`crate::quant`]: AVX2 does TFLite's double rounding on 8 lanes (see
-//! [`requant_double_avx2`]), single rounding (FC) and SSE4.1 stay scalar per output.
+//! [`requant_double_avx2`] and [`Requant8`], whose per-channel constants are worked out once
+//! per call) and the FC's single rounding (see `requant_single_avx2`); SSE4.1 stays scalar per
+//! output.
+//!
+//! Kernels (AVX2): CONV_2D over a filter packed once (kept per thread with `std`, see
+//! `packed_cache`) and im2col rows copied from a zero-bordered int16 copy of the input;
+//! DEPTHWISE_CONV_2D over widened input rows with two taps per `vpmaddwd`; FULLY_CONNECTED as
+//! dot products of 8 rows; AVERAGE/MAX_POOL_2D. Shapes a kernel does not take fall back to the
+//! previous kernel or to the reference.
 
 // Every `unsafe fn` here is a SIMD body whose whole contract is "the CPU has the feature and the
 // slices are as long as the geometry says", checked once at the safe entry points; wrapping each
