@@ -1,5 +1,5 @@
 //! Dispatch to the host SIMD kernels (x86-64 AVX2/SSE4.1 in [`super::x86`], aarch64 NEON in
-//! [`super::aarch64`]) and the portable pieces they share.
+//! `super::aarch64`) and the portable pieces they share.
 //!
 //! Every function returns `true` when a SIMD variant ran and wrote the whole output, `false`
 //! when none applies (other architecture, missing CPU feature, unsupported geometry); the caller

@@ -6,7 +6,7 @@
 //! `madd_epi16` (|a*b + c*d| < 2^31, no saturation) and summed with wrapping int32 adds, which
 //! equal the reference's wrapping sums in any order. Requantization is the same integer
 //! arithmetic as [`crate::quant`]: AVX2 does TFLite's double rounding on 8 lanes (see
-//! [`requant_double_avx2`] and [`Requant8`], whose per-channel constants are worked out once
+//! `requant_double_avx2` and `Requant8`, whose per-channel constants are worked out once
 //! per call) and the FC's single rounding (see `requant_single_avx2`); SSE4.1 stays scalar per
 //! output.
 //!
