@@ -1476,7 +1476,17 @@ unsafe fn depthwise_s8_avx2_rows_with<const MODE: u8>(
                 while out_x < d.out_w {
                     let x = x0.add(out_x * column);
                     let out_at = out_row + out_x * channels + cb * 16;
-                    if out_x + 2 <= d.out_w {
+                    if out_x + 4 <= d.out_w {
+                        let acc =
+                            depthwise_pairs_avx2::<4>(x, column, &tap_at, weights, pairs, blocks);
+                        for (px, acc_px) in acc.iter().enumerate() {
+                            let bytes = depthwise_finish16::<MODE>(acc_px, &rq);
+                            let at = out_at + px * channels;
+                            let out = &mut output[at..at + 16];
+                            _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, bytes);
+                        }
+                        out_x += 4;
+                    } else if out_x + 2 <= d.out_w {
                         let acc =
                             depthwise_pairs_avx2::<2>(x, column, &tap_at, weights, pairs, blocks);
                         for (px, acc_px) in acc.iter().enumerate() {
