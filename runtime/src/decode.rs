@@ -132,8 +132,7 @@ impl Decode<'_> for u32 {
 
 impl Decode<'_> for i32 {
     fn decode(r: &mut Reader<'_>) -> Option<Self> {
-        let v = r.varint()?;
-        Some((v >> 1) as i32 ^ -((v & 1) as i32))
+        r.varint().map(zigzag)
     }
 }
 
@@ -244,23 +243,49 @@ impl Decode<'_> for Location {
 }
 
 impl Decode<'_> for TensorDef {
-    // Shared by every operator's decoder rather than inlined into each.
+    // Shared by every operator's decoder rather than inlined into each, and written out with
+    // the varint's one-byte fast path inline: a record holds up to six tensors, each decoded
+    // on every `Model::run`, so calls per field would cost ~300 instructions per operator.
     #[inline(never)]
     fn decode(r: &mut Reader<'_>) -> Option<Self> {
+        const DTYPES: [DType; 4] = [DType::I8, DType::I16, DType::I32, DType::F32];
+        let dtype = *DTYPES.get(r.varint()? as usize)?;
+        let rank = r.varint()?;
+        let mut dims = heapless::Vec::new();
+        for _ in 0..rank {
+            dims.push(r.varint()?).ok()?;
+        }
+        let location = match r.varint()? {
+            0 => Location::Arena(r.varint()?),
+            1 => Location::Const(r.varint()?),
+            _ => return None,
+        };
+        let quant = match r.byte()? {
+            0 => None,
+            1 => Some(QuantParams {
+                scale: f32::decode(r)?,
+                zero_point: zigzag(r.varint()?),
+            }),
+            _ => return None,
+        };
         Some(TensorDef {
-            dtype: Decode::decode(r)?,
-            shape: Decode::decode(r)?,
-            location: Decode::decode(r)?,
-            quant: Decode::decode(r)?,
+            dtype,
+            shape: Shape { dims },
+            location,
+            quant,
         })
     }
+}
+
+/// Postcard's signed integers: `(v >> 1) ^ -(v & 1)`.
+#[inline(always)]
+fn zigzag(v: u32) -> i32 {
+    (v >> 1) as i32 ^ -((v & 1) as i32)
 }
 
 decode_struct! {
     Shape { dims }
     QuantParams { scale, zero_point }
-    Window { stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left }
-    Requant { multipliers, shifts }
     Graph<'a> { arena_size, inputs, outputs, op_count, ops, metadata }
     MetaEntry<'a> { key, value }
     conv::Conv2dS8 {
@@ -319,6 +344,32 @@ decode_struct! {
         input, output, input_zero_point, output_zero_point, multiplier, shift,
     }
     quantize::DequantizeS8ToF32 { input, output, scale, zero_point }
+}
+
+impl Decode<'_> for Window {
+    // Shared by the convolutions and pooling rather than inlined into each.
+    #[inline(never)]
+    fn decode(r: &mut Reader<'_>) -> Option<Self> {
+        Some(Window {
+            stride_h: Decode::decode(r)?,
+            stride_w: Decode::decode(r)?,
+            dilation_h: Decode::decode(r)?,
+            dilation_w: Decode::decode(r)?,
+            pad_top: Decode::decode(r)?,
+            pad_left: Decode::decode(r)?,
+        })
+    }
+}
+
+impl Decode<'_> for Requant {
+    // Shared by the int8 convolutions and FULLY_CONNECTED rather than inlined into each.
+    #[inline(never)]
+    fn decode(r: &mut Reader<'_>) -> Option<Self> {
+        Some(Requant {
+            multipliers: Decode::decode(r)?,
+            shifts: Decode::decode(r)?,
+        })
+    }
 }
 
 impl Decode<'_> for elementwise::AddF32 {

@@ -278,9 +278,15 @@ impl<'a> Model<'a> {
     }
 
     /// Like [`Model::run`], calling `observer` around each operator.
-    // Never inlined, like `load`: one call per inference.
-    #[inline(never)]
     pub fn run_observed(&self, arena: &mut [u8], observer: &mut impl Observer) -> Result<()> {
+        self.run_dyn(arena, observer)
+    }
+
+    /// The interpreter loop, one copy for every observer type (code size: two dynamic calls
+    /// per operator cost nothing next to a kernel). Never inlined, like `load`: one call per
+    /// inference.
+    #[inline(never)]
+    fn run_dyn(&self, arena: &mut [u8], observer: &mut dyn Observer) -> Result<()> {
         self.check_arena(arena)?;
         let mut tensors = Tensors {
             consts: self.consts,

@@ -64,6 +64,41 @@ macro_rules! ops {
                 }
             }
 
+            // `validate` and `eval` call the kernels directly rather than through
+            // `kernel()`'s `&dyn Kernel`: a vtable would link every `Kernel` method of every
+            // enabled kernel (`macs`, `for_each_input`, ...) into firmware that never calls them.
+            // Out of line, so scripts/firmware/code-size.sh sees the kernels' `validate` and
+            // `eval` (inlined here) under these names rather than inside the loader.
+            #[inline(never)]
+            fn validate_kernel(&self, v: &Validator) -> Result<()> {
+                match self {
+                    $(Op::$variant(k) => {
+                        #[cfg(all(feature = $f0 $(, feature = $feature)*))]
+                        return Kernel::validate(k, v);
+                        #[cfg(not(all(feature = $f0 $(, feature = $feature)*)))]
+                        return {
+                            let _ = (k, v);
+                            Err(self.not_enabled())
+                        };
+                    })*
+                }
+            }
+
+            #[inline(never)]
+            fn eval_kernel(&self, t: &mut Tensors<'_>) -> Result<()> {
+                match self {
+                    $(Op::$variant(k) => {
+                        #[cfg(all(feature = $f0 $(, feature = $feature)*))]
+                        return Kernel::eval(k, t);
+                        #[cfg(not(all(feature = $f0 $(, feature = $feature)*)))]
+                        return {
+                            let _ = (k, t);
+                            Err(self.not_enabled())
+                        };
+                    })*
+                }
+            }
+
             /// The TFLite builtin name (`CONV_2D`, ...).
             pub fn name(&self) -> &'static str {
                 match self {
@@ -102,15 +137,17 @@ macro_rules! ops {
                     what: "operator record",
                 };
                 let tag = r.len().ok_or(MALFORMED)?;
+                // Left-out kernels from the tables (data, not one code path per variant).
+                if let Some(false) = VARIANT_ENABLED.get(tag) {
+                    return Err(Error::OpNotEnabled {
+                        op: VARIANT_FLAVOURS.get(tag).copied().unwrap_or(""),
+                        features: VARIANT_FEATURES.get(tag).copied().unwrap_or(""),
+                    });
+                }
                 match tag {
-                    $(t if t == Tag::$variant as usize => {
-                        #[cfg(all(feature = $f0 $(, feature = $feature)*))]
-                        return <$ty as Decode>::decode(r).map(Op::$variant).ok_or(MALFORMED);
-                        #[cfg(not(all(feature = $f0 $(, feature = $feature)*)))]
-                        return Err(Error::OpNotEnabled {
-                            op: $flavour,
-                            features: concat!($f0 $(, "+", $feature)*),
-                        });
+                    $(#[cfg(all(feature = $f0 $(, feature = $feature)*))]
+                    t if t == Tag::$variant as usize => {
+                        <$ty as Decode>::decode(r).map(Op::$variant).ok_or(MALFORMED)
                     })*
                     _ => Err(MALFORMED),
                 }
@@ -176,21 +213,17 @@ impl Op {
     /// Load-time checks (see [`Kernel::validate`]); [`Error::OpNotEnabled`] when this build
     /// leaves the kernel out.
     pub fn validate(&self, v: &Validator) -> Result<()> {
-        match self.kernel() {
-            Some(kernel) => kernel.validate(v),
-            None => Err(self.not_enabled()),
-        }
+        self.validate_kernel(v)
     }
 
     /// Runs the operator.
     pub fn eval(&self, t: &mut Tensors<'_>) -> Result<()> {
-        match self.kernel() {
-            Some(kernel) => kernel.eval(t),
-            None => Err(self.not_enabled()),
-        }
+        self.eval_kernel(t)
     }
 
     /// The error for an operator whose kernel this build leaves out.
+    // Unused when every kernel is compiled in (the default features).
+    #[allow(dead_code)]
     fn not_enabled(&self) -> Error {
         Error::OpNotEnabled {
             op: self.flavour(),

@@ -189,7 +189,7 @@ pub fn conv2d_s8_dsp(
 /// Pixels per block of the 4-pixel GEMM.
 const BLOCK: usize = 4;
 
-/// A channel's bias and requantizer, laid out for the `asm!` in [`requantize4_store`]:
+/// A channel's bias and requantizer, laid out for the `asm!` in [`depthwise_groups4_store`]:
 /// bias at byte 0, then [`BoundedRequantizer`]'s multiplier, `left_shift + 1`,
 /// `2^right_shift`, `right_shift + 1` at bytes 4, 8, 12, 16; 20 bytes per channel.
 #[derive(Debug, Clone, Copy, Default)]
@@ -200,71 +200,11 @@ struct ChannelParams {
 }
 
 /// Requantizes the accumulators of 4 consecutive channels (parameters at `params[0..4]`)
-/// and stores them to `out[0..4]`, for the full int8 activation range: per output two
-/// `LDRD`s of its parameters and the requantizer's five instructions, `ADD` of the output
-/// offset, `SSAT`, `STRB` (in Rust, LLVM spills the 16 parameters around the loop).
+/// and stores them to `out[0..4]`, for the full int8 activation range: the Rust form of the
+/// requantization in the `asm!` of [`depthwise_groups4_store`], for its emulation twin.
 ///
 /// # Safety
 /// `params` must point to 4 readable [`ChannelParams`] and `out` to 4 writable bytes.
-#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
-#[inline(always)]
-unsafe fn requantize4_store(
-    acc: [i32; 4],
-    params: *const ChannelParams,
-    out: *mut i8,
-    output_offset: i32,
-) {
-    macro_rules! one {
-        ($a:literal, $m:literal, $r:literal, $o:literal) => {
-            concat!(
-                "ldrd {m}, {ls}, [{p}, #",
-                $m,
-                "]\n",
-                "ldrd {rnd}, {rs}, [{p}, #",
-                $r,
-                "]\n",
-                "lsl {ls}, {",
-                $a,
-                "}, {ls}\n",
-                "smmulr {ls}, {ls}, {m}\n",
-                "add {rnd}, {rnd}, {ls}, lsl #1\n",
-                "add {rnd}, {rnd}, {ls}, asr #31\n",
-                "asr {rnd}, {rnd}, {rs}\n",
-                "add {rnd}, {rnd}, {off}\n",
-                "ssat {rnd}, #8, {rnd}\n",
-                "strb {rnd}, [{out}, #",
-                $o,
-                "]\n",
-            )
-        };
-    }
-    // SAFETY: reads the 80 bytes of `params[0..4]`, writes `out[0..4]` (the caller's guarantee).
-    unsafe {
-        core::arch::asm!(
-            one!("a0", "4", "12", "0"),
-            one!("a1", "24", "32", "1"),
-            one!("a2", "44", "52", "2"),
-            one!("a3", "64", "72", "3"),
-            a0 = in(reg) acc[0],
-            a1 = in(reg) acc[1],
-            a2 = in(reg) acc[2],
-            a3 = in(reg) acc[3],
-            p = in(reg) params,
-            out = in(reg) out,
-            off = in(reg) output_offset,
-            m = out(reg) _,
-            ls = out(reg) _,
-            rnd = out(reg) _,
-            rs = out(reg) _,
-            options(nostack),
-        );
-    }
-}
-
-/// Emulation twin of the `asm!` [`requantize4_store`].
-///
-/// # Safety
-/// As the `asm!` version.
 #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
 #[inline(always)]
 unsafe fn requantize4_store(
@@ -430,6 +370,258 @@ unsafe fn dot_block(wide: *const u32, row: *const i8, groups: usize, init: i32) 
     acc
 }
 
+/// Depthwise sums of 4 channels over `taps` filter taps: tap `t` reads 4 input values at
+/// `rows[t] + c`, widens them with the input offset and multiplies them with the tap's widened
+/// filter words `fw[2t]` (lanes 0/2) and `fw[2t + 1]` (lanes 1/3); the sums start at `init`.
+///
+/// On the Cortex-M4 one `asm!` loop, 11 instructions per tap (`LDR` of the row pointer, `LDR`
+/// of the values, `LDRD` of the filter words, 2 `SXTAB16`, 4 `SMLAxy`, compare and branch), so
+/// its speed does not depend on the optimization level the rest of the runtime is built with;
+/// it needs 13 registers, r6 saved by hand as in [`dot_block`]. Elsewhere the same arithmetic
+/// in Rust, which the host tests check against the reference.
+///
+/// # Safety
+/// `taps >= 1`; `rows` must point to `taps` row pointers, each with 4 readable bytes at
+/// offset `c`, and `fw` to `2 * taps` readable, 4-byte-aligned words.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+#[inline(always)]
+unsafe fn depthwise_taps4(
+    rows: *const *const i8,
+    taps: usize,
+    c: usize,
+    fw: *const u32,
+    offset: u32,
+    init: [i32; 4],
+) -> [i32; 4] {
+    let [mut a0, mut a1, mut a2, mut a3] = init;
+    // SAFETY: reads `taps` pointers at `rows`, 4 bytes at each plus `c`, and `taps * 8` bytes at
+    // `fw` (the caller's guarantee); r6 is saved and restored around its use as the loop end.
+    unsafe {
+        core::arch::asm!(
+            "push {{r6}}",
+            "add r6, r4, r10, lsl #2",
+            "2:",
+            "ldr r10, [r4], #4",
+            "ldr r10, [r10, r5]",
+            "ldrd r11, r12, [r8], #8",
+            "sxtab16 lr, r9, r10",
+            "sxtab16 r10, r9, r10, ror #8",
+            "smlabb r0, lr, r11, r0",
+            "smlatt r2, lr, r11, r2",
+            "smlabb r1, r10, r12, r1",
+            "smlatt r3, r10, r12, r3",
+            "cmp r4, r6",
+            "bne 2b",
+            "pop {{r6}}",
+            inout("r0") a0,
+            inout("r1") a1,
+            inout("r2") a2,
+            inout("r3") a3,
+            inout("r4") rows => _,
+            in("r5") c,
+            inout("r8") fw => _,
+            in("r9") offset,
+            inout("r10") taps => _,
+            out("r11") _,
+            out("r12") _,
+            out("lr") _,
+            options(readonly),
+        );
+    }
+    [a0, a1, a2, a3]
+}
+
+/// Emulation twin of the `asm!` [`depthwise_taps4`]: same layout, same instruction semantics.
+///
+/// # Safety
+/// As the `asm!` version.
+#[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+#[inline(always)]
+unsafe fn depthwise_taps4(
+    rows: *const *const i8,
+    taps: usize,
+    c: usize,
+    fw: *const u32,
+    offset: u32,
+    init: [i32; 4],
+) -> [i32; 4] {
+    use simd::*;
+    let mut acc = init;
+    // SAFETY: within the bounds the caller guarantees.
+    unsafe {
+        for t in 0..taps {
+            let x = read_u32((*rows.add(t)).add(c));
+            let (f02, f13) = (*fw.add(2 * t), *fw.add(2 * t + 1));
+            let a02 = sxtab16(offset, x);
+            let a13 = sxtab16_ror8(offset, x);
+            acc[0] = smlabb(a02, f02, acc[0]);
+            acc[2] = smlatt(a02, f02, acc[2]);
+            acc[1] = smlabb(a13, f13, acc[1]);
+            acc[3] = smlatt(a13, f13, acc[3]);
+        }
+    }
+    acc
+}
+
+/// One output pixel of the depthwise kernel over whole groups of 4 channels, full int8
+/// activation range: the arguments of [`depthwise_groups4_store`].
+#[derive(Debug)]
+#[repr(C)]
+struct DepthwiseGroups {
+    /// `taps` pointers to the window's input pixels (or the padding row).
+    rows: *const *const i8,
+    taps: usize,
+    /// First channel of the first group.
+    channel: usize,
+    groups: usize,
+    /// `[group][tap][lanes 0/2, lanes 1/3]`, `groups * taps * 2` words.
+    wide_filter: *const u32,
+    /// `groups * 4` channel parameters.
+    params: *const ChannelParams,
+    /// Where channel `channel` of this pixel goes.
+    output: *mut i8,
+    /// The input offset packed by [`simd::splat16`].
+    input_offset: u32,
+    output_offset: i32,
+}
+
+/// For each group of 4 channels: [`depthwise_taps4`] from the biases, then
+/// [`requantize4_store`]. On the Cortex-M4 the whole loop over groups is one `asm!` block, so
+/// that neither the tap loop nor the per-group bookkeeping depends on the optimization level the
+/// rest of the runtime is built with (at `opt-level = "s"` LLVM spills the accumulators around
+/// each group); the values the tap loop has no register for live in a 24-byte stack frame.
+///
+/// # Safety
+/// `taps >= 1`, `groups >= 1`; every row pointer must address `channel + groups * 4` readable
+/// bytes, `wide_filter` `groups * taps * 2` aligned words, `params` `groups * 4` entries and
+/// `output` `groups * 4` writable bytes.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+#[inline(always)]
+unsafe fn depthwise_groups4_store(a: &DepthwiseGroups) {
+    // One output of 4: the five instructions of `BoundedRequantizer::apply` on accumulator
+    // `$acc` with the parameters at `$m` (multiplier, left shift + 1) and `$r` (2^right shift,
+    // right shift + 1) bytes into the group's parameters (r11), the output offset (`$off`),
+    // `SSAT` and the store to byte `$o` of the group's output (r12).
+    macro_rules! one {
+        ($acc:literal, $m:literal, $r:literal, $off:literal, $o:literal) => {
+            concat!(
+                "ldrd r4, r6, [r11, #",
+                $m,
+                "]\n",
+                "ldrd r10, lr, [r11, #",
+                $r,
+                "]\n",
+                "lsl r6, ",
+                $acc,
+                ", r6\n",
+                "smmulr r6, r6, r4\n",
+                "add r10, r10, r6, lsl #1\n",
+                "add r10, r10, r6, asr #31\n",
+                "asr r10, r10, lr\n",
+                "add r10, r10, ",
+                $off,
+                "\n",
+                "ssat r10, #8, r10\n",
+                "strb r10, [r12, #",
+                $o,
+                "]\n",
+            )
+        };
+    }
+    // SAFETY: reads and writes within the bounds the caller guarantees, plus its own balanced
+    // stack frame; r6 is saved and restored around its use.
+    unsafe {
+        core::arch::asm!(
+            "push {{r6}}",
+            "sub sp, sp, #24",
+            // Frame: [0] output offset, [4] rows, [8] taps * 4, [12] params, [16] output,
+            // [20] groups left.
+            "str r0, [sp, #0]",
+            "str r4, [sp, #4]",
+            "lsl r10, r10, #2",
+            "str r10, [sp, #8]",
+            "str r11, [sp, #12]",
+            "str r12, [sp, #16]",
+            "str lr, [sp, #20]",
+            "3:",
+            "ldr r11, [sp, #12]",
+            "ldr r0, [r11, #0]",
+            "ldr r1, [r11, #20]",
+            "ldr r2, [r11, #40]",
+            "ldr r3, [r11, #60]",
+            "ldrd r4, r6, [sp, #4]",
+            "add r6, r4, r6",
+            "2:",
+            "ldr r10, [r4], #4",
+            "ldr r10, [r10, r5]",
+            "ldrd r11, r12, [r8], #8",
+            "sxtab16 lr, r9, r10",
+            "sxtab16 r10, r9, r10, ror #8",
+            "smlabb r0, lr, r11, r0",
+            "smlatt r2, lr, r11, r2",
+            "smlabb r1, r10, r12, r1",
+            "smlatt r3, r10, r12, r3",
+            "cmp r4, r6",
+            "bne 2b",
+            "ldr r11, [sp, #12]",
+            "ldr r12, [sp, #16]",
+            // The first output borrows r5 (the channel) for the output offset; the others use
+            // r0, free once the first accumulator is stored.
+            "push {{r5}}",
+            "ldr r5, [sp, #4]",
+            one!("r0", "4", "12", "r5", "0"),
+            "mov r0, r5",
+            "pop {{r5}}",
+            one!("r1", "24", "32", "r0", "1"),
+            one!("r2", "44", "52", "r0", "2"),
+            one!("r3", "64", "72", "r0", "3"),
+            "add r11, r11, #80",
+            "str r11, [sp, #12]",
+            "add r12, r12, #4",
+            "str r12, [sp, #16]",
+            "add r5, r5, #4",
+            "ldr r0, [sp, #20]",
+            "subs r0, r0, #1",
+            "str r0, [sp, #20]",
+            "bne 3b",
+            "add sp, sp, #24",
+            "pop {{r6}}",
+            inout("r0") a.output_offset => _,
+            out("r1") _,
+            out("r2") _,
+            out("r3") _,
+            inout("r4") a.rows => _,
+            inout("r5") a.channel => _,
+            inout("r8") a.wide_filter => _,
+            in("r9") a.input_offset,
+            inout("r10") a.taps => _,
+            inout("r11") a.params => _,
+            inout("r12") a.output => _,
+            inout("lr") a.groups => _,
+        );
+    }
+}
+
+/// Emulation twin of the `asm!` [`depthwise_groups4_store`]: same layout, same arithmetic.
+///
+/// # Safety
+/// As the `asm!` version.
+#[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+#[inline(always)]
+unsafe fn depthwise_groups4_store(a: &DepthwiseGroups) {
+    // SAFETY: within the bounds the caller guarantees.
+    unsafe {
+        let mut fw = a.wide_filter;
+        for g in 0..a.groups {
+            let params = a.params.add(4 * g);
+            let bias = [0, 1, 2, 3].map(|j| (*params.add(j)).bias);
+            let acc = depthwise_taps4(a.rows, a.taps, a.channel + 4 * g, fw, a.input_offset, bias);
+            fw = fw.add(2 * a.taps);
+            requantize4_store(acc, params, a.output.add(4 * g), a.output_offset);
+        }
+    }
+}
+
 /// Words of the stack buffer that holds a channel chunk's filter widened to `i16` pairs.
 const DEPTHWISE_WIDE_FILTER_WORDS: usize = 1024;
 
@@ -460,6 +652,7 @@ pub fn depthwise_conv2d_s8_dsp(
     let chunk_size = (DEPTHWISE_WIDE_FILTER_WORDS * 2 / taps.max(1)).min(CHANNEL_CHUNK) & !3;
     if d.out_c != channels
         || channels > DEPTHWISE_CHANNELS_MAX
+        || taps == 0
         || taps > DEPTHWISE_TAPS_MAX
         || chunk_size == 0
         || !(-127..=128).contains(&p.input_offset)
@@ -523,46 +716,47 @@ pub fn depthwise_conv2d_s8_dsp(
                         }
                     }
                     let out_at = d.output_index(b, out_y, out_x, 0);
-                    let mut fw = wide_filter.as_ptr();
                     let mut c = chunk;
+                    if full_range && vector_end > chunk {
+                        // SAFETY: every row addresses `channels` readable values (an input pixel
+                        // or the padding row) and `vector_end <= channels`; `wide_filter` holds
+                        // the `taps * 2` widened words of each of the chunk's groups, `params`
+                        // their parameters, and `out_at + vector_end <= output.len()`;
+                        // `taps >= 1` (checked above).
+                        unsafe {
+                            depthwise_groups4_store(&DepthwiseGroups {
+                                rows: rows.as_ptr(),
+                                taps,
+                                channel: chunk,
+                                groups: (vector_end - chunk) / 4,
+                                wide_filter: wide_filter.as_ptr(),
+                                params: params.as_ptr(),
+                                output: output.as_mut_ptr().add(out_at + chunk),
+                                input_offset: offset,
+                                output_offset: p.output_offset,
+                            });
+                        }
+                        c = vector_end;
+                    }
+                    let mut fw = wide_filter.as_ptr();
                     while c < vector_end {
                         // SAFETY: `c + 3 - chunk < chunk_size <= CHANNEL_CHUNK`.
                         let group = unsafe { params.get_unchecked(c - chunk..c - chunk + 4) };
-                        let mut acc = [group[0].bias, group[1].bias, group[2].bias, group[3].bias];
-                        for row in &rows[..taps] {
-                            // SAFETY: every row addresses `channels` readable values (an input
-                            // pixel or the padding row) and `c + 4 <= channels`; `fw` walks the
-                            // `taps * 2` words of this group.
-                            let (x, f02, f13) = unsafe {
-                                let v = (read_u32(row.add(c)), *fw, *fw.add(1));
-                                fw = fw.add(2);
-                                v
-                            };
-                            let a02 = sxtab16(offset, x);
-                            let a13 = sxtab16_ror8(offset, x);
-                            acc[0] = smlabb(a02, f02, acc[0]);
-                            acc[2] = smlatt(a02, f02, acc[2]);
-                            acc[1] = smlabb(a13, f13, acc[1]);
-                            acc[3] = smlatt(a13, f13, acc[3]);
-                        }
-                        if full_range {
-                            // SAFETY: `group` is 4 entries; `out_at + c + 4 <= output.len()`.
+                        let bias = [group[0].bias, group[1].bias, group[2].bias, group[3].bias];
+                        // SAFETY: every row addresses `channels` readable values (an input pixel
+                        // or the padding row) and `c + 4 <= channels`; `fw` points to the
+                        // `taps * 2` widened words of this group; `taps >= 1` (checked above).
+                        let acc = unsafe {
+                            let acc = depthwise_taps4(rows.as_ptr(), taps, c, fw, offset, bias);
+                            fw = fw.add(2 * taps);
+                            acc
+                        };
+                        for (lane, (&a, prm)) in acc.iter().zip(group).enumerate() {
+                            // SAFETY: `out_at + c + lane < out_at + channels <= output.len()`.
                             unsafe {
-                                requantize4_store(
-                                    acc,
-                                    group.as_ptr(),
-                                    output.as_mut_ptr().add(out_at + c),
-                                    p.output_offset,
-                                );
-                            }
-                        } else {
-                            for (lane, (&a, prm)) in acc.iter().zip(group).enumerate() {
-                                // SAFETY: `out_at + c + lane < out_at + channels <= output.len()`.
-                                unsafe {
-                                    *output.get_unchecked_mut(out_at + c + lane) =
-                                        finish(a, prm.requant)
-                                };
-                            }
+                                *output.get_unchecked_mut(out_at + c + lane) =
+                                    finish(a, prm.requant)
+                            };
                         }
                         c += 4;
                     }
