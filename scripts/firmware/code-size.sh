@@ -32,8 +32,9 @@ cd "$repo_root"
 
 # Measured 24,410 B (KWS-only build; 57,504 B before the serde-free decoder, the de-duplicated
 # DSP kernels and `opt-level = "s"` for the runtime): the goal of issue #5, 24,576 B, is met.
-# The ceiling is the measurement + 2%; lower it when the runtime shrinks.
-ceiling="${EMBER_CODE_SIZE_CEILING:-24899}"
+# The ceiling is the goal itself (the measurement + 2% would sit above it), so CI fails as soon
+# as the runtime grows past 24 kB; lower it when the runtime shrinks.
+ceiling="${EMBER_CODE_SIZE_CEILING:-24576}"
 elf=""
 board_features=(--no-default-features --features kws)
 check_ceiling=1
