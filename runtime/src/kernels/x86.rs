@@ -425,9 +425,16 @@ struct Requant8 {
     round_even: __m256i,
     round_odd: __m256i,
     right_less_one: __m256i,
+    /// [`REQUANT_FOLDED`] only: the clamped mode's constants plus `bias * m` and
+    /// `out_offset * 2^(31 + right)` per even / odd channel (64-bit).
+    folded_even: __m256i,
+    folded_odd: __m256i,
     out_offset: __m256i,
     lo: __m256i,
     hi: __m256i,
+    /// The clamp bounds as bytes, for [`REQUANT_FOLDED`]'s clamp after packing.
+    lo_bytes: __m128i,
+    hi_bytes: __m128i,
 }
 
 /// [`Requant8::apply`] modes: any multiplier and shift (TFLite's arithmetic step by step);
@@ -437,6 +444,15 @@ struct Requant8 {
 const REQUANT_GENERAL: u8 = 0;
 const REQUANT_PLAIN: u8 = 1;
 const REQUANT_CLAMPED: u8 = 2;
+/// [`REQUANT_CLAMPED`] where the bias and the output offset fit in its 64-bit rounding
+/// constant: no int32 `acc + bias` can wrap (bounded accumulators) and no 64-bit sum can
+/// overflow (shifts at most 22 to the right, `|out_offset| <= 255`); the clamp runs on the
+/// packed bytes (see [`requant16`]).
+const REQUANT_FOLDED: u8 = 3;
+
+/// Largest right shift [`REQUANT_FOLDED`] takes: `255 * 2^(31 + 22) + 2^52 + 2^30` plus a
+/// product below `2^62` stays below `2^63`.
+const FOLDED_MAX_RIGHT: i32 = 22;
 
 impl Requant8 {
     /// Constants of channels `c..c + 8` (per-channel arrays, or per-tensor values broadcast).
@@ -454,31 +470,64 @@ impl Requant8 {
         let right = _mm256_max_epi32(_mm256_sub_epi32(zero, shift), zero);
         let one = _mm256_set1_epi32(1);
         let mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, right), one);
+        let mult_odd = _mm256_srli_epi64(mult, 32);
+        let right_even = _mm256_and_si256(right, _mm256_set1_epi64x(0xFFFF_FFFF));
+        let right_odd = _mm256_srli_epi64(right, 32);
+        let round_even = _mm256_add_epi64(
+            _mm256_set1_epi64x(1 << 30),
+            _mm256_sllv_epi64(_mm256_set1_epi64x(1 << 30), right_even),
+        );
+        let round_odd = _mm256_add_epi64(
+            _mm256_set1_epi64x(1 << 30),
+            _mm256_sllv_epi64(_mm256_set1_epi64x(1 << 30), right_odd),
+        );
+        // out_offset * 2^(31 + right): adds out_offset to the result of the final shift.
+        let offset64 = _mm256_set1_epi64x(out_offset as i64);
+        let thirty_one = _mm256_set1_epi64x(31);
+        let folded_even = _mm256_add_epi64(
+            _mm256_add_epi64(round_even, _mm256_mul_epi32(bias, mult)),
+            _mm256_sllv_epi64(offset64, _mm256_add_epi64(right_even, thirty_one)),
+        );
+        let folded_odd = _mm256_add_epi64(
+            _mm256_add_epi64(
+                round_odd,
+                _mm256_mul_epi32(_mm256_srli_epi64(bias, 32), mult_odd),
+            ),
+            _mm256_sllv_epi64(offset64, _mm256_add_epi64(right_odd, thirty_one)),
+        );
         Requant8 {
             bias,
             mult,
-            mult_odd: _mm256_srli_epi64(mult, 32),
+            mult_odd,
             mult_min: _mm256_cmpeq_epi32(mult, _mm256_set1_epi32(i32::MIN)),
             left: _mm256_max_epi32(shift, zero),
             right,
             mask,
             half_mask: _mm256_srai_epi32(mask, 1),
-            round_even: _mm256_add_epi64(
-                _mm256_set1_epi64x(1 << 30),
-                _mm256_sllv_epi64(
-                    _mm256_set1_epi64x(1 << 30),
-                    _mm256_and_si256(right, _mm256_set1_epi64x(0xFFFF_FFFF)),
-                ),
-            ),
-            round_odd: _mm256_add_epi64(
-                _mm256_set1_epi64x(1 << 30),
-                _mm256_sllv_epi64(_mm256_set1_epi64x(1 << 30), _mm256_srli_epi64(right, 32)),
-            ),
+            round_even,
+            round_odd,
             right_less_one: _mm256_sub_epi32(right, one),
+            folded_even,
+            folded_odd,
             out_offset: _mm256_set1_epi32(out_offset),
             lo: _mm256_set1_epi32(lo),
             hi: _mm256_set1_epi32(hi),
+            lo_bytes: _mm_set1_epi8(lo.clamp(-128, 127) as i8),
+            hi_bytes: _mm_set1_epi8(hi.clamp(-128, 127) as i8),
         }
+    }
+
+    /// [`REQUANT_FOLDED`] before the clamp: one 64-bit add of the folded constant per lane and
+    /// the high word shifted by `right - 1` (bias, rounding and output offset included).
+    #[inline(always)]
+    unsafe fn folded(&self, acc: __m256i) -> __m256i {
+        let even = _mm256_add_epi64(_mm256_mul_epi32(acc, self.mult), self.folded_even);
+        let odd = _mm256_add_epi64(
+            _mm256_mul_epi32(_mm256_shuffle_epi32(acc, 0b11_11_01_01), self.mult_odd),
+            self.folded_odd,
+        );
+        let high = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0b1010_1010);
+        _mm256_srav_epi32(high, self.right_less_one)
     }
 
     /// Bias, TFLite's double-rounding requantization (as [`requant_double_avx2`]), output
@@ -494,6 +543,9 @@ impl Requant8 {
     #[inline(always)]
     unsafe fn apply<const MODE: u8>(&self, acc: __m256i) -> __m256i {
         let zero = _mm256_setzero_si256();
+        if MODE == REQUANT_FOLDED {
+            return _mm256_min_epi32(_mm256_max_epi32(self.folded(acc), self.lo), self.hi);
+        }
         let mut x = _mm256_add_epi32(acc, self.bias);
         if MODE == REQUANT_CLAMPED {
             let even = _mm256_add_epi64(_mm256_mul_epi32(x, self.mult), self.round_even);
@@ -592,19 +644,47 @@ impl<'a> RequantTable<'a> {
 }
 
 /// The fastest [`Requant8::apply`] mode that is exact for these per-channel arrays, output
-/// offset and clamp.
-fn requant_mode(ops: &S8Operands<'_>, out_offset: i32, act_min: i32) -> u8 {
+/// offset and clamp, when no raw accumulator exceeds `acc_bound` in magnitude.
+fn requant_mode(ops: &S8Operands<'_>, out_offset: i32, act_min: i32, acc_bound: i64) -> u8 {
     if ops.shifts.iter().any(|&s| s > 0) || ops.multipliers.contains(&i32::MIN) {
         REQUANT_GENERAL
     } else if act_min >= out_offset && ops.shifts.iter().all(|&s| s <= -1) {
-        REQUANT_CLAMPED
+        let max_bias = ops.bias.map_or(0, |bias| {
+            bias.iter().map(|&b| i64::from(b).abs()).max().unwrap_or(0)
+        });
+        let folds = ops.shifts.iter().all(|&s| s >= -FOLDED_MAX_RIGHT)
+            && out_offset.unsigned_abs() <= 255
+            && acc_bound.saturating_add(max_bias) <= i64::from(i32::MAX);
+        if folds {
+            REQUANT_FOLDED
+        } else {
+            REQUANT_CLAMPED
+        }
     } else {
         REQUANT_PLAIN
     }
 }
 
-/// Packs 16 int32 lanes already inside [-128, 127] (channels `0..8` in `a`, `8..16` in `b`)
-/// into 16 bytes in channel order.
+/// Largest magnitude of an int8 convolution accumulator over `taps` products: inputs plus
+/// their offset within ±255, weights within [-128, 127].
+fn conv_acc_bound(taps: usize) -> i64 {
+    (taps as i64).saturating_mul(255 * 128)
+}
+
+/// Requantization, clamp and packing of 16 accumulators (channels in the lane order of
+/// `rq`): [`REQUANT_FOLDED`] packs with saturation first and clamps the 16 bytes at once
+/// (saturation keeps the order, and the clamp bounds lie inside the int8 range).
+#[inline(always)]
+unsafe fn requant16<const MODE: u8>(rq: &[Requant8; 2], a: __m256i, b: __m256i) -> __m128i {
+    if MODE == REQUANT_FOLDED {
+        let bytes = pack16_avx2(rq[0].folded(a), rq[1].folded(b));
+        return _mm_min_epi8(_mm_max_epi8(bytes, rq[0].lo_bytes), rq[0].hi_bytes);
+    }
+    pack16_avx2(rq[0].apply::<MODE>(a), rq[1].apply::<MODE>(b))
+}
+
+/// Packs 16 int32 lanes (channels `0..8` in `a`, `8..16` in `b`) into 16 bytes in channel
+/// order, saturating to [-128, 127].
 #[inline(always)]
 unsafe fn pack16_avx2(a: __m256i, b: __m256i) -> __m128i {
     // packs works per 128-bit lane: reorder to channel order afterwards.
@@ -794,7 +874,10 @@ unsafe fn conv2d_s8_avx2_packed_run(
     k: usize,
     packed: &[i16],
 ) {
-    match requant_mode(ops, p.output_offset, p.act_min) {
+    match requant_mode(ops, p.output_offset, p.act_min, conv_acc_bound(k)) {
+        REQUANT_FOLDED => {
+            conv2d_s8_avx2_packed_with::<REQUANT_FOLDED>(p, d, ops, output, k, packed)
+        }
         REQUANT_CLAMPED => {
             conv2d_s8_avx2_packed_with::<REQUANT_CLAMPED>(p, d, ops, output, k, packed)
         }
@@ -830,42 +913,63 @@ unsafe fn conv2d_s8_avx2_packed_with<const MODE: u8>(
         p.act_max,
     );
     let pixels = d.batches * d.out_h * d.out_w;
+    // A 1x1 stride-1 convolution's patches are the widened input's pixels themselves, one
+    // after another: whole blocks read them in place instead of copying them.
+    let in_place = match &image {
+        Some(image)
+            if d.filter_h == 1
+                && d.filter_w == 1
+                && k.is_multiple_of(2)
+                && image.step_x == k
+                && image.step_y == d.out_w * k =>
+        {
+            Some(image.values)
+        }
+        _ => None,
+    };
     let mut first = 0;
     while first < pixels {
         let count = PACKED_PIXELS.min(pixels - first);
-        for px in 0..count {
-            let n = first + px;
-            let (b, out_y, out_x) = (
-                n / (d.out_h * d.out_w),
-                (n / d.out_w) % d.out_h,
-                n % d.out_w,
-            );
-            match &image {
-                Some(image) => image.gather(out_y, out_x, patches[px * stride..].as_mut_ptr()),
-                None => gather_patch(
-                    p,
-                    d,
-                    ops.input,
-                    b,
-                    out_y,
-                    out_x,
-                    &mut patches[px * stride..px * stride + k],
-                ),
+        // Whole blocks only: a partial one would read past the widened input.
+        let block = match in_place {
+            Some(values) if count == PACKED_PIXELS => {
+                values[first * k..(first + count) * k].as_ptr()
             }
-        }
+            _ => {
+                for px in 0..count {
+                    let n = first + px;
+                    let (b, out_y, out_x) = (
+                        n / (d.out_h * d.out_w),
+                        (n / d.out_w) % d.out_h,
+                        n % d.out_w,
+                    );
+                    match &image {
+                        Some(image) => {
+                            image.gather(out_y, out_x, patches[px * stride..].as_mut_ptr())
+                        }
+                        None => gather_patch(
+                            p,
+                            d,
+                            ops.input,
+                            b,
+                            out_y,
+                            out_x,
+                            &mut patches[px * stride..px * stride + k],
+                        ),
+                    }
+                }
+                patches.as_ptr()
+            }
+        };
         for g in 0..groups {
             let group = &packed[g * 32 * pairs..(g + 1) * 32 * pairs];
-            let acc =
-                packed_block_avx2::<PACKED_PIXELS>(patches.as_ptr(), stride, group.as_ptr(), pairs);
+            let acc = packed_block_avx2::<PACKED_PIXELS>(block, stride, group.as_ptr(), pairs);
             let out_pixels = &mut output[first * d.out_c..(first + count) * d.out_c];
             if g * 16 + 16 <= d.out_c {
                 // A whole group: both halves requantized, then one 16-byte store per pixel.
                 let rq = table.pair(ops, g * 16, p.output_offset, p.act_min, p.act_max);
                 for (acc_px, out_pixel) in acc.iter().zip(out_pixels.chunks_exact_mut(d.out_c)) {
-                    let bytes = pack16_avx2(
-                        rq[0].apply::<MODE>(acc_px[0]),
-                        rq[1].apply::<MODE>(acc_px[1]),
-                    );
+                    let bytes = requant16::<MODE>(&rq, acc_px[0], acc_px[1]);
                     let out = &mut out_pixel[g * 16..g * 16 + 16];
                     _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, bytes);
                 }
@@ -1362,7 +1466,7 @@ unsafe fn depthwise_pairs_avx2<const P: usize>(
 unsafe fn depthwise_finish16<const MODE: u8>(acc: &[__m256i; 2], rq: &[Requant8; 2]) -> __m128i {
     let first = _mm256_permute2x128_si256(acc[0], acc[1], 0x20);
     let second = _mm256_permute2x128_si256(acc[0], acc[1], 0x31);
-    pack16_avx2(rq[0].apply::<MODE>(first), rq[1].apply::<MODE>(second))
+    requant16::<MODE>(rq, first, second)
 }
 
 /// AVX2 DEPTHWISE_CONV_2D (multiplier 1, channels a multiple of 16) over widened rows: each
@@ -1380,11 +1484,29 @@ unsafe fn depthwise_s8_avx2_rows(
     ops: &S8Operands<'_>,
     output: &mut [i8],
 ) -> bool {
-    match requant_mode(ops, p.output_offset, p.act_min) {
+    let taps = d.filter_h * d.filter_w;
+    match requant_mode(ops, p.output_offset, p.act_min, conv_acc_bound(taps)) {
+        REQUANT_FOLDED => depthwise_s8_avx2_rows_with::<REQUANT_FOLDED>(p, d, ops, output),
         REQUANT_CLAMPED => depthwise_s8_avx2_rows_with::<REQUANT_CLAMPED>(p, d, ops, output),
         REQUANT_PLAIN => depthwise_s8_avx2_rows_with::<REQUANT_PLAIN>(p, d, ops, output),
         _ => depthwise_s8_avx2_rows_with::<REQUANT_GENERAL>(p, d, ops, output),
     }
+}
+
+/// `true` when [`depthwise_s8_avx2_rows`] takes this geometry: channels a multiple of 16 and
+/// its widened rows, taps and packed filter within its buffers.
+fn depthwise_rows_fit(p: &DepthwiseConv2dS8, d: &SpatialDims) -> bool {
+    let w = p.window;
+    let (dilation_h, dilation_w) = (w.dilation_h as usize, w.dilation_w as usize);
+    let taps = d.filter_h * d.filter_w;
+    let span_h = (d.filter_h - 1) * dilation_h + 1;
+    let width = ((d.out_w - 1) * w.stride_w as usize + (d.filter_w - 1) * dilation_w + 1)
+        .max(w.pad_left as usize + d.in_w);
+    d.in_c.is_multiple_of(16)
+        && taps <= DW_TAPS
+        && span_h <= DW_SPAN
+        && (span_h + 1) * width * d.in_c <= DW_ROWS
+        && taps.div_ceil(2) * (d.in_c / 16) * 32 <= DW_FILTER
 }
 
 #[target_feature(enable = "avx2")]
@@ -1407,12 +1529,7 @@ unsafe fn depthwise_s8_avx2_rows_with<const MODE: u8>(
         ((d.out_w - 1) * stride_w + (d.filter_w - 1) * dilation_w + 1).max(pad_left + d.in_w);
     let row_len = width * channels;
     let blocks = channels / 16;
-    if !channels.is_multiple_of(16)
-        || taps > DW_TAPS
-        || span_h > DW_SPAN
-        || (span_h + 1) * row_len > DW_ROWS
-        || pairs * blocks * 32 > DW_FILTER
-    {
+    if !depthwise_rows_fit(p, d) {
         return false;
     }
     let mut filter_buf = MaybeUninit::<[i16; DW_FILTER]>::uninit();
@@ -1986,8 +2103,9 @@ mod tests {
         }
         // SAFETY: AVX2 checked; `depthwise_ok` checked the slice lengths.
         let ran = unsafe { depthwise_s8_avx2_rows(&case.p, &case.d, &ops, &mut out) };
-        // These cases are small: it declines only channel counts that are not multiples of 16.
-        assert_eq!(ran, case.d.in_c.is_multiple_of(16), "{:?}", case.d);
+        // It declines only channel counts that are not multiples of 16 and geometries its
+        // buffers cannot hold (large dilations).
+        assert_eq!(ran, depthwise_rows_fit(&case.p, &case.d), "{:?}", case.d);
         if ran {
             out
         } else {
@@ -2235,7 +2353,10 @@ mod tests {
                 multipliers: &mult,
                 shifts: &shift,
             };
-            assert_eq!(requant_mode(&ops, out_offset, lo), REQUANT_CLAMPED);
+            assert_eq!(
+                requant_mode(&ops, out_offset, lo, i64::MAX),
+                REQUANT_CLAMPED
+            );
             let mut got = [0i32; 8];
             // SAFETY: AVX2 checked above; arrays hold 8 lanes.
             unsafe {
@@ -2252,6 +2373,76 @@ mod tests {
                     got[l], want,
                     "acc {} mult {} shift {}",
                     acc[l], mult[l], shift[l]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn avx2_folded_requant_matches_scalar() {
+        if !supported(Isa::Avx2) {
+            return;
+        }
+        let mut rng = crate::kernels::testing::Rng(23);
+        for round in 0..40_000 {
+            let taps = rng.range(1, 2000) as usize;
+            let bound = conv_acc_bound(taps);
+            let mut acc = [0i32; 16];
+            let mut bias = [0i32; 16];
+            let mut mult = [0i32; 16];
+            let mut shift = [0i32; 16];
+            let bias_room = i64::from(i32::MAX) - bound;
+            for l in 0..16 {
+                acc[l] = match round % 3 {
+                    0 => [0, bound, -bound, 1, -1][rng.range(0, 4) as usize] as i32,
+                    _ => rng.range(-bound, bound) as i32,
+                };
+                bias[l] = match round % 4 {
+                    0 => [bias_room, -bias_room, 0][rng.range(0, 2) as usize] as i32,
+                    _ => rng.range(-bias_room.min(1 << 20), bias_room.min(1 << 20)) as i32,
+                };
+                mult[l] = if round % 4 == 0 {
+                    (rng.next_u64() as i32).max(i32::MIN + 1)
+                } else {
+                    rng.range(1 << 30, i32::MAX as i64) as i32
+                };
+                shift[l] = rng.range(-i64::from(FOLDED_MAX_RIGHT), -1) as i32;
+            }
+            let out_offset = rng.range(-128, 127) as i32;
+            let lo = rng.range(out_offset as i64, 127) as i32;
+            let hi = rng.range(lo as i64, 127) as i32;
+            let ops = S8Operands {
+                input: &[],
+                filter: &[],
+                bias: Some(&bias),
+                multipliers: &mult,
+                shifts: &shift,
+            };
+            assert_eq!(requant_mode(&ops, out_offset, lo, bound), REQUANT_FOLDED);
+            let mut got = [0i8; 16];
+            // SAFETY: AVX2 checked above; arrays hold 16 lanes.
+            unsafe {
+                let rq = [
+                    Requant8::new(&ops, 0, out_offset, lo, hi),
+                    Requant8::new(&ops, 8, out_offset, lo, hi),
+                ];
+                let load = |at: usize| _mm256_loadu_si256(acc[at..].as_ptr() as *const __m256i);
+                let bytes = requant16::<REQUANT_FOLDED>(&rq, load(0), load(8));
+                _mm_storeu_si128(got.as_mut_ptr() as *mut __m128i, bytes);
+            }
+            for l in 0..16 {
+                let want = requant_conv_scalar(
+                    acc[l].wrapping_add(bias[l]),
+                    mult[l],
+                    shift[l],
+                    out_offset,
+                    lo,
+                    hi,
+                );
+                assert_eq!(
+                    got[l], want,
+                    "acc {} bias {} mult {} shift {}",
+                    acc[l], bias[l], mult[l], shift[l]
                 );
             }
         }
@@ -2312,7 +2503,7 @@ mod tests {
                     rq.apply::<REQUANT_GENERAL>(load(&acc)),
                 );
                 assert_eq!(hoisted, got);
-                if requant_mode(&ops, 0, i32::MIN) == REQUANT_PLAIN {
+                if requant_mode(&ops, 0, i32::MIN, i64::MAX) == REQUANT_PLAIN {
                     _mm256_storeu_si256(
                         hoisted.as_mut_ptr() as *mut __m256i,
                         rq.apply::<REQUANT_PLAIN>(load(&acc)),
