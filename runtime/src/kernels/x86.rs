@@ -623,22 +623,29 @@ impl<'a> RequantTable<'a> {
         }
     }
 
-    /// Constants of channels `c..c + 16` (`c` a multiple of 8, inside the arrays of `ops`).
+    /// Constants of channels `c..c + 16` (`c` a multiple of 8, inside the arrays of `ops`):
+    /// borrowed from the table (copying 1.2 KiB of constants per pixel block cost more than
+    /// the block's requantization), or worked out into `spare` past its end.
     #[inline(always)]
-    unsafe fn pair(
-        &self,
+    unsafe fn pair<'s>(
+        &'s self,
+        spare: &'s mut MaybeUninit<[Requant8; 2]>,
         ops: &S8Operands<'_>,
         c: usize,
         out_offset: i32,
         lo: i32,
         hi: i32,
-    ) -> [Requant8; 2] {
-        match self.entries.get(c / 8..c / 8 + 2) {
-            Some(&[a, b]) => [a, b],
-            _ => [
+    ) -> &'s [Requant8; 2] {
+        match self
+            .entries
+            .get(c / 8..c / 8 + 2)
+            .and_then(|entries| <&[Requant8; 2]>::try_from(entries).ok())
+        {
+            Some(entries) => entries,
+            None => spare.write([
                 Requant8::new(ops, c, out_offset, lo, hi),
                 Requant8::new(ops, c + 8, out_offset, lo, hi),
-            ],
+            ]),
         }
     }
 }
@@ -646,13 +653,17 @@ impl<'a> RequantTable<'a> {
 /// The fastest [`Requant8::apply`] mode that is exact for these per-channel arrays, output
 /// offset and clamp, when no raw accumulator exceeds `acc_bound` in magnitude.
 fn requant_mode(ops: &S8Operands<'_>, out_offset: i32, act_min: i32, acc_bound: i64) -> u8 {
-    if ops.shifts.iter().any(|&s| s > 0) || ops.multipliers.contains(&i32::MIN) {
+    let (min_shift, max_shift) = ops
+        .shifts
+        .iter()
+        .fold((i32::MAX, i32::MIN), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+    if max_shift > 0 || ops.multipliers.contains(&i32::MIN) {
         REQUANT_GENERAL
-    } else if act_min >= out_offset && ops.shifts.iter().all(|&s| s <= -1) {
+    } else if act_min >= out_offset && max_shift <= -1 {
         let max_bias = ops.bias.map_or(0, |bias| {
             bias.iter().map(|&b| i64::from(b).abs()).max().unwrap_or(0)
         });
-        let folds = ops.shifts.iter().all(|&s| s >= -FOLDED_MAX_RIGHT)
+        let folds = min_shift >= -FOLDED_MAX_RIGHT
             && out_offset.unsigned_abs() <= 255
             && acc_bound.saturating_add(max_bias) <= i64::from(i32::MAX);
         if folds {
@@ -967,9 +978,17 @@ unsafe fn conv2d_s8_avx2_packed_with<const MODE: u8>(
             let out_pixels = &mut output[first * d.out_c..(first + count) * d.out_c];
             if g * 16 + 16 <= d.out_c {
                 // A whole group: both halves requantized, then one 16-byte store per pixel.
-                let rq = table.pair(ops, g * 16, p.output_offset, p.act_min, p.act_max);
+                let mut spare = MaybeUninit::uninit();
+                let rq = table.pair(
+                    &mut spare,
+                    ops,
+                    g * 16,
+                    p.output_offset,
+                    p.act_min,
+                    p.act_max,
+                );
                 for (acc_px, out_pixel) in acc.iter().zip(out_pixels.chunks_exact_mut(d.out_c)) {
-                    let bytes = requant16::<MODE>(&rq, acc_px[0], acc_px[1]);
+                    let bytes = requant16::<MODE>(rq, acc_px[0], acc_px[1]);
                     let out = &mut out_pixel[g * 16..g * 16 + 16];
                     _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, bytes);
                 }
@@ -1585,7 +1604,15 @@ unsafe fn depthwise_s8_avx2_rows_with<const MODE: u8>(
             tap_at[taps] = tap_at[taps - 1];
             let out_row = d.output_index(b, out_y, 0, 0);
             for cb in 0..blocks {
-                let rq = table.pair(ops, cb * 16, p.output_offset, p.act_min, p.act_max);
+                let mut spare = MaybeUninit::uninit();
+                let rq = table.pair(
+                    &mut spare,
+                    ops,
+                    cb * 16,
+                    p.output_offset,
+                    p.act_min,
+                    p.act_max,
+                );
                 let weights = packed.as_ptr().add(cb * 32);
                 let column = stride_w * channels;
                 let x0 = rows.as_ptr().add(cb * 16);
@@ -1597,7 +1624,7 @@ unsafe fn depthwise_s8_avx2_rows_with<const MODE: u8>(
                         let acc =
                             depthwise_pairs_avx2::<4>(x, column, &tap_at, weights, pairs, blocks);
                         for (px, acc_px) in acc.iter().enumerate() {
-                            let bytes = depthwise_finish16::<MODE>(acc_px, &rq);
+                            let bytes = depthwise_finish16::<MODE>(acc_px, rq);
                             let at = out_at + px * channels;
                             let out = &mut output[at..at + 16];
                             _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, bytes);
@@ -1607,7 +1634,7 @@ unsafe fn depthwise_s8_avx2_rows_with<const MODE: u8>(
                         let acc =
                             depthwise_pairs_avx2::<2>(x, column, &tap_at, weights, pairs, blocks);
                         for (px, acc_px) in acc.iter().enumerate() {
-                            let bytes = depthwise_finish16::<MODE>(acc_px, &rq);
+                            let bytes = depthwise_finish16::<MODE>(acc_px, rq);
                             let at = out_at + px * channels;
                             let out = &mut output[at..at + 16];
                             _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, bytes);
@@ -1616,7 +1643,7 @@ unsafe fn depthwise_s8_avx2_rows_with<const MODE: u8>(
                     } else {
                         let [acc] =
                             depthwise_pairs_avx2::<1>(x, column, &tap_at, weights, pairs, blocks);
-                        let bytes = depthwise_finish16::<MODE>(&acc, &rq);
+                        let bytes = depthwise_finish16::<MODE>(&acc, rq);
                         let out = &mut output[out_at..out_at + 16];
                         _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, bytes);
                         out_x += 1;
