@@ -4,7 +4,7 @@ extern crate alloc;
 use alloc::vec::Vec;
 
 use crate::error::{Error, Result};
-use crate::model::{Model, ARENA_ALIGN};
+use crate::model::{Model, PreparedModel, ARENA_ALIGN};
 
 /// A byte buffer whose start is 16-byte aligned, for models and arenas on the host.
 #[derive(Debug, Clone)]
@@ -49,6 +49,19 @@ const _: () = assert!(core::mem::align_of::<u128>() >= ARENA_ALIGN || ARENA_ALIG
 /// Runs `model` once on `inputs` (raw little-endian tensor bytes, one slice per graph input)
 /// and returns the raw bytes of every output.
 pub fn run_once(model: &Model<'_>, inputs: &[&[u8]]) -> Result<Vec<Vec<u8>>> {
+    run_once_with(model, inputs, |arena| model.run(arena))
+}
+
+/// [`run_once`] through a [`PreparedModel`] (operators decoded once): same bytes out.
+pub fn run_prepared_once(prepared: &PreparedModel<'_>, inputs: &[&[u8]]) -> Result<Vec<Vec<u8>>> {
+    run_once_with(prepared.model(), inputs, |arena| prepared.run(arena))
+}
+
+fn run_once_with(
+    model: &Model<'_>,
+    inputs: &[&[u8]],
+    run: impl FnOnce(&mut [u8]) -> Result<()>,
+) -> Result<Vec<Vec<u8>>> {
     if inputs.len() != model.inputs().len() {
         return Err(Error::NoSuchTensor {
             index: inputs.len(),
@@ -66,7 +79,7 @@ pub fn run_once(model: &Model<'_>, inputs: &[&[u8]]) -> Result<Vec<Vec<u8>>> {
         }
         dst.copy_from_slice(data);
     }
-    model.run(arena.as_mut_slice())?;
+    run(arena.as_mut_slice())?;
     (0..model.outputs().len())
         .map(|i| Ok(model.output(arena.as_slice(), i)?.to_vec()))
         .collect()

@@ -35,6 +35,8 @@ pub mod quant;
 pub mod tensor;
 
 pub use error::{Error, Result};
+#[cfg(feature = "alloc")]
+pub use model::PreparedModel;
 pub use model::{Model, Observer, ARENA_ALIGN};
 pub use ops::Op;
 pub use tensor::{DType, Location, QuantParams, Shape, TensorDef};

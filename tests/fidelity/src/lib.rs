@@ -7,8 +7,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use ember_runtime::host::{run_once, AlignedBytes};
-use ember_runtime::Model;
+use ember_runtime::host::{run_once, run_prepared_once, AlignedBytes};
+use ember_runtime::{Model, PreparedModel};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -57,6 +57,11 @@ pub enum FidelityError {
         sample: usize,
         source: ember_runtime::Error,
     },
+    #[error(
+        "golden case {case}: sample {sample}: the prepared model (operators decoded once) \
+         gave different bytes than Model::run"
+    )]
+    PreparedDiffers { case: String, sample: usize },
 }
 
 /// Element type of a golden tensor.
@@ -418,6 +423,10 @@ pub fn run_case(case: &GoldenCase) -> Result<CaseReport, FidelityError> {
     })?;
     check_signature(&name, "inputs", model.inputs(), &case.spec.inputs)?;
     check_signature(&name, "outputs", model.outputs(), &case.spec.outputs)?;
+    let prepared = PreparedModel::new(model.clone()).map_err(|source| FidelityError::Load {
+        case: name.clone(),
+        source,
+    })?;
 
     let mut report = CaseReport {
         case: name.clone(),
@@ -431,6 +440,17 @@ pub fn run_case(case: &GoldenCase) -> Result<CaseReport, FidelityError> {
                 sample,
                 source,
             })?;
+        let run_error = |source| FidelityError::Run {
+            case: name.clone(),
+            sample,
+            source,
+        };
+        if run_prepared_once(&prepared, &case.sample_inputs(sample)).map_err(run_error)? != actual {
+            return Err(FidelityError::PreparedDiffers {
+                case: name.clone(),
+                sample,
+            });
+        }
         let expected = case.sample_outputs(sample);
         for (output, spec) in case.spec.outputs.iter().enumerate() {
             let actual = actual.get(output).map(Vec::as_slice).unwrap_or(&[]);
