@@ -2,10 +2,11 @@
 """Microcontroller side of the benchmark: every shared model on the emulated Cortex-M4.
 
 For each .tflite in ../shared/models (or --models DIR) this converts it with `ember convert`, runs
-`ember bench MODEL.emb --board qemu-mps2-an386 --json` (release firmware with the model embedded,
+`ember bench MODEL.emb --board qemu-mps2-an386 --json --profile` (release firmware with the model embedded,
 QEMU mps2-an386 with -icount shift=0, output compared byte for byte with the host runtime) and
 prints one table: instructions per inference, arena, stack high-water mark, model bytes and
-runtime code bytes, next to TensorFlow Lite Micro's figures for the same emulator (issue #5:
+runtime code bytes (the JSON report adds instructions per operator), next to TensorFlow Lite
+Micro's figures for the same emulator (issue #5:
 TFLM commit 90b983c, arm-none-eabi-gcc 12.2 -O2, reference kernels and CMSIS-NN) where there are
 any. A model the board cannot run (too big, an op without a kernel) is listed with the reason.
 
@@ -55,7 +56,7 @@ def bench_one(ember: str, tflite: Path, work: Path, target_dir: str | None) -> d
                              capture_output=True, text=True)
     if convert.returncode != 0:
         return {"model": tflite.stem, "error": "convert: " + convert.stderr.strip().splitlines()[-1]}
-    command = [ember, "bench", str(emb), "--board", BOARD, "--json"]
+    command = [ember, "bench", str(emb), "--board", BOARD, "--json", "--profile"]
     if target_dir:
         command += ["--target-dir", target_dir]
     print(f"==> {tflite.stem}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
