@@ -517,6 +517,40 @@ impl Requant8 {
         }
     }
 
+    /// The constants of `a` (channels `c..c + 8`) and `b` (`c + 8..c + 16`) regrouped by
+    /// 128-bit half: channels `[c..c + 4, c + 8..c + 12]` and `[c + 4..c + 8, c + 12..c + 16]`,
+    /// the lane order of `unpacklo`/`unpackhi` (64-bit fields stay whole: halves move as units).
+    #[inline(always)]
+    unsafe fn lane_pair(a: &Requant8, b: &Requant8) -> [Requant8; 2] {
+        let mut low = *a;
+        let mut high = *b;
+        macro_rules! regroup {
+            ($($field:ident),*) => {$(
+                low.$field = _mm256_permute2x128_si256(a.$field, b.$field, 0x20);
+                high.$field = _mm256_permute2x128_si256(a.$field, b.$field, 0x31);
+            )*};
+        }
+        regroup!(
+            bias,
+            mult,
+            mult_odd,
+            mult_min,
+            left,
+            right,
+            mask,
+            half_mask,
+            round_even,
+            round_odd,
+            right_less_one,
+            folded_even,
+            folded_odd,
+            out_offset,
+            lo,
+            hi
+        );
+        [low, high]
+    }
+
     /// [`REQUANT_FOLDED`] before the clamp: one 64-bit add of the folded constant per lane and
     /// the high word shifted by `right - 1` (bias, rounding and output offset included).
     #[inline(always)]
@@ -597,6 +631,8 @@ const REQUANT_TABLE: usize = 256;
 /// [`Requant8`] of channels `0..8 * len`, built once per call instead of once per pixel block.
 struct RequantTable<'a> {
     entries: &'a [Requant8],
+    /// Pairs of entries regrouped by [`Requant8::lane_pair`].
+    lane_order: bool,
 }
 
 impl<'a> RequantTable<'a> {
@@ -620,6 +656,37 @@ impl<'a> RequantTable<'a> {
         // SAFETY: the first `len` entries were written above.
         RequantTable {
             entries: core::slice::from_raw_parts(first, len),
+            lane_order: false,
+        }
+    }
+
+    /// As [`RequantTable::new`], in the lane order of `unpacklo`/`unpackhi` per 16 channels
+    /// (see [`Requant8::lane_pair`]); `channels` a multiple of 16.
+    ///
+    /// Safety: as [`RequantTable::new`].
+    #[inline(always)]
+    unsafe fn new_lane_order(
+        buf: &'a mut MaybeUninit<[Requant8; REQUANT_TABLE / 8]>,
+        ops: &S8Operands<'_>,
+        channels: usize,
+        out_offset: i32,
+        lo: i32,
+        hi: i32,
+    ) -> Self {
+        let len = (channels / 16 * 2).min(REQUANT_TABLE / 8);
+        let first = buf.as_mut_ptr() as *mut Requant8;
+        for i in (0..len).step_by(2) {
+            let pair = Requant8::lane_pair(
+                &Requant8::new(ops, i * 8, out_offset, lo, hi),
+                &Requant8::new(ops, i * 8 + 8, out_offset, lo, hi),
+            );
+            first.add(i).write(pair[0]);
+            first.add(i + 1).write(pair[1]);
+        }
+        // SAFETY: the first `len` entries were written above.
+        RequantTable {
+            entries: core::slice::from_raw_parts(first, len),
+            lane_order: true,
         }
     }
 
@@ -642,10 +709,15 @@ impl<'a> RequantTable<'a> {
             .and_then(|entries| <&[Requant8; 2]>::try_from(entries).ok())
         {
             Some(entries) => entries,
-            None => spare.write([
-                Requant8::new(ops, c, out_offset, lo, hi),
-                Requant8::new(ops, c + 8, out_offset, lo, hi),
-            ]),
+            None => {
+                let a = Requant8::new(ops, c, out_offset, lo, hi);
+                let b = Requant8::new(ops, c + 8, out_offset, lo, hi);
+                spare.write(if self.lane_order {
+                    Requant8::lane_pair(&a, &b)
+                } else {
+                    [a, b]
+                })
+            }
         }
     }
 }
@@ -1497,12 +1569,27 @@ unsafe fn depthwise_pairs_avx2<const P: usize>(
     acc
 }
 
-/// Channel order, requantization and packing of one pixel's 16 depthwise sums.
+/// Requantization and packing of one pixel's 16 depthwise sums, which are in the lane order of
+/// `unpacklo`/`unpackhi` as the constants of `rq` (a [`RequantTable::new_lane_order`] pair):
+/// `packs_epi32` then puts channels `0..8` in the low half and `8..16` in the high one, so no
+/// lane-crossing shuffle is needed.
 #[inline(always)]
 unsafe fn depthwise_finish16<const MODE: u8>(acc: &[__m256i; 2], rq: &[Requant8; 2]) -> __m128i {
-    let first = _mm256_permute2x128_si256(acc[0], acc[1], 0x20);
-    let second = _mm256_permute2x128_si256(acc[0], acc[1], 0x31);
-    requant16::<MODE>(rq, first, second)
+    let (a, b) = if MODE == REQUANT_FOLDED {
+        (rq[0].folded(acc[0]), rq[1].folded(acc[1]))
+    } else {
+        (rq[0].apply::<MODE>(acc[0]), rq[1].apply::<MODE>(acc[1]))
+    };
+    let words = _mm256_packs_epi32(a, b);
+    let bytes = _mm_packs_epi16(
+        _mm256_castsi256_si128(words),
+        _mm256_extracti128_si256(words, 1),
+    );
+    if MODE == REQUANT_FOLDED {
+        _mm_min_epi8(_mm_max_epi8(bytes, rq[0].lo_bytes), rq[0].hi_bytes)
+    } else {
+        bytes
+    }
 }
 
 /// AVX2 DEPTHWISE_CONV_2D (multiplier 1, channels a multiple of 16) over widened rows: each
@@ -1576,7 +1663,7 @@ unsafe fn depthwise_s8_avx2_rows_with<const MODE: u8>(
     let rows = zeroed_prefix(&mut rows_buf, (span_h + 1) * row_len);
     let zero_row = span_h * row_len;
     let mut table_buf = MaybeUninit::uninit();
-    let table = RequantTable::new(
+    let table = RequantTable::new_lane_order(
         &mut table_buf,
         ops,
         channels,
