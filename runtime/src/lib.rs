@@ -2,7 +2,7 @@
 //! arena, with integer arithmetic identical to TensorFlow Lite's reference kernels.
 //!
 //! `no_std`, and no allocator is needed to load or run a model. The `alloc` feature adds the
-//! model writer used by the converter and [`PreparedModel`], which decodes the operators once
+//! model writer used by the converter and `PreparedModel`, which decodes the operators once
 //! for hosts that run a model many times ([`Model::run`] decodes each record as it runs it, so a
 //! microcontroller's RAM never holds a decoded graph).
 //!

@@ -2,7 +2,7 @@
 //!
 //! Every op has a plain scalar reference that mirrors TFLite's reference kernel arithmetic.
 //! Faster variants (Cortex-M DSP, SIMD) live beside it and are checked against it by
-//! [`kernel_variants_match_reference!`](crate::kernel_variants_match_reference).
+//! `kernel_variants_match_reference!` (`kernels/testing.rs`, test builds only).
 
 use crate::arena::{Tensors, Validator};
 use crate::error::Result;

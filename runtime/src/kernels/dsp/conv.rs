@@ -40,7 +40,7 @@ fn gather_patch(
 }
 
 /// [`Conv2dS8`] with the DSP extension. Same arguments as
-/// [`super::conv::conv2d_s8_reference`]; `false` when the shape is not handled here (the
+/// [`crate::kernels::conv::conv2d_s8_reference`]; `false` when the shape is not handled here (the
 /// caller then runs the reference): grouped convolution, a window over [`CONV_PATCH_MAX`]
 /// values, inconsistent lengths, or a channel whose accumulator may exceed
 /// [`BoundedRequantizer`]'s range or whose requantizer is outside it (never for a realistic
@@ -626,7 +626,7 @@ unsafe fn depthwise_groups4_store(a: &DepthwiseGroups) {
 const DEPTHWISE_WIDE_FILTER_WORDS: usize = 1024;
 
 /// [`DepthwiseConv2dS8`] with depth multiplier 1. Same arguments as
-/// [`super::depthwise::depthwise_conv2d_s8_reference`]; `false` when the shape is not handled
+/// [`crate::kernels::depthwise::depthwise_conv2d_s8_reference`]; `false` when the shape is not handled
 /// (the caller then runs the reference), including a channel whose accumulator may exceed
 /// [`BoundedRequantizer`]'s range (never for a realistic layer).
 ///

@@ -22,7 +22,7 @@ use core::mem::MaybeUninit;
 use super::*;
 
 /// [`FullyConnectedS8`]: 2 output channels per pass over the widened input row. Same arguments
-/// as [`super::fully_connected::fully_connected_s8_reference`]; `false` when not handled here
+/// as [`crate::kernels::fully_connected::fully_connected_s8_reference`]; `false` when not handled here
 /// (depth not a multiple of 4, filter not word-aligned, offsets or requantization out of range).
 #[allow(clippy::too_many_arguments)]
 pub fn fully_connected_s8_dsp(

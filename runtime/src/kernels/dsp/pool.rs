@@ -12,7 +12,7 @@ pub const AVERAGE_WINDOW_MAX: usize = 256;
 /// a time in two `i16`-pair accumulators (`SXTAB16` / `SXTAB16 ROR #8` per input word), then
 /// divides as TFLite's reference does (round half away from zero, integer division).
 /// Same arguments as [`crate::kernels::pooling::pool2d_s8_reference`]; `false` (output
-/// untouched) for max pooling, a window over [`AVERAGE_WINDOW_MAX`] elements, an empty window
+/// untouched) for max pooling, a window over `AVERAGE_WINDOW_MAX` elements, an empty window
 /// or inconsistent lengths, which the reference then handles (and reports).
 pub fn average_pool2d_s8_dsp(
     p: &Pool2dS8,
