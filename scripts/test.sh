@@ -21,6 +21,10 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "cargo doc (libraries; warnings are errors)"
+# ember-cli is a binary whose doc comments are clap help texts (`<board>` placeholders are not HTML).
+RUSTDOCFLAGS="-D warnings" cargo doc -q --workspace --exclude ember-cli --no-deps
+
 step "cargo test (host workspace)"
 cargo test --workspace 2>&1 | tee /tmp/ember-cargo-test.log
 grep -q "test result:" /tmp/ember-cargo-test.log

@@ -3,7 +3,7 @@
 //! The pipeline: read the FlatBuffer as untrusted input ([`flatbuffer`], [`tflite`]), fold
 //! constant DEQUANTIZE ops into float weights, plan the activation arena ([`plan`]), compute
 //! every kernel-ready parameter on the host exactly as TFLite's `Prepare` functions do
-//! ([`lower`]), write the `.emb` with `ModelWriter`, and load the result as a self-check.
+//! (`lower`), write the `.emb` with `ModelWriter`, and load the result as a self-check.
 
 pub mod flatbuffer;
 mod lower;
