@@ -11,6 +11,8 @@ use crate::tensor::{DType, Location, TensorDef};
 pub struct Tensors<'x> {
     pub consts: &'x [u8],
     pub arena: &'x mut [u8],
+    /// The running operator's weights as [`crate::PreparedModel`] packed them, if it did.
+    pub packed: Option<&'x crate::kernels::packed::Packed>,
 }
 
 /// Read-only view of everything except one operator's output.
@@ -35,6 +37,15 @@ fn span(t: &TensorDef) -> Result<(usize, usize)> {
             what: "tensor size",
         })?,
     ))
+}
+
+/// The bytes of a constant tensor, or `None` when it is not a constant inside `consts`.
+pub fn constant<'c>(consts: &'c [u8], t: &TensorDef) -> Option<&'c [u8]> {
+    let Location::Const(_) = t.location else {
+        return None;
+    };
+    let (start, end) = span(t).ok()?;
+    consts.get(start..end)
 }
 
 impl<'x> Tensors<'x> {

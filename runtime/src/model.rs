@@ -291,6 +291,7 @@ impl<'a> Model<'a> {
         let mut tensors = Tensors {
             consts: self.consts,
             arena,
+            packed: None,
         };
         // Decodes each record in place rather than through `Ops`: an `Op` is a few hundred
         // bytes, and the iterator's `Option<Result<Op>>` costs copies of it on every operator.
@@ -320,14 +321,28 @@ impl<'a> Model<'a> {
 pub struct PreparedModel<'a> {
     model: Model<'a>,
     ops: alloc::vec::Vec<Op>,
+    /// Per operator: its weights re-laid out for this CPU's fastest kernel, where it has one.
+    packed: alloc::vec::Vec<Option<crate::kernels::packed::Packed>>,
 }
 
 #[cfg(feature = "alloc")]
 impl<'a> PreparedModel<'a> {
     /// Decodes the operators of an already validated model.
     pub fn new(model: Model<'a>) -> Result<Self> {
-        let ops = model.ops().collect::<Result<_>>()?;
-        Ok(PreparedModel { model, ops })
+        let ops: alloc::vec::Vec<Op> = model.ops().collect::<Result<_>>()?;
+        #[cfg(feature = "std")]
+        let packed = ops
+            .iter()
+            .map(|op| crate::kernels::packed::Packed::prepare(op, model.consts))
+            .collect();
+        #[cfg(not(feature = "std"))]
+        let packed = ops.iter().map(|_| None).collect();
+        Ok(PreparedModel { model, ops, packed })
+    }
+
+    /// Bytes of packed weights held beside the model (0 where no kernel packs any).
+    pub fn packed_bytes(&self) -> usize {
+        self.packed.iter().flatten().map(|p| p.bytes()).sum()
     }
 
     /// The model (tensors, metadata, arena size).
@@ -351,8 +366,10 @@ impl<'a> PreparedModel<'a> {
         let mut tensors = Tensors {
             consts: self.model.consts,
             arena,
+            packed: None,
         };
-        for (index, op) in self.ops.iter().enumerate() {
+        for (index, (op, packed)) in self.ops.iter().zip(&self.packed).enumerate() {
+            tensors.packed = packed.as_ref();
             observer.before_op(index, op);
             op.eval(&mut tensors)?;
             observer.after_op(index, op);

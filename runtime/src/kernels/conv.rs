@@ -163,7 +163,11 @@ pub(crate) fn tap(
     (pos >= 0 && (pos as usize) < size).then_some(pos as usize)
 }
 
-fn conv_dims(input: &TensorDef, filter: &TensorDef, output: &TensorDef) -> Option<SpatialDims> {
+pub(crate) fn conv_dims(
+    input: &TensorDef,
+    filter: &TensorDef,
+    output: &TensorDef,
+) -> Option<SpatialDims> {
     let [batches, in_h, in_w, in_c] = nhwc(input)?;
     let [out_c, filter_h, filter_w, filter_in_c] = nhwc(filter)?;
     let [out_n, out_h, out_w, out_c2] = nhwc(output)?;
@@ -507,6 +511,7 @@ impl Kernel for Conv2dS8 {
 
     fn eval(&self, t: &mut Tensors<'_>) -> Result<()> {
         let d = conv_dims(&self.input, &self.filter, &self.output).ok_or(SHAPES)?;
+        let packed = t.packed;
         let (ins, out) = t.split(&self.output)?;
         let bias = ins.opt_i32(&self.bias)?;
         let multipliers = ins.i32(&self.requant.multipliers)?;
@@ -521,7 +526,7 @@ impl Kernel for Conv2dS8 {
             multipliers,
             shifts,
         };
-        if super::host_simd::conv2d_s8(self, d, operands, output) {
+        if super::host_simd::conv2d_s8(self, d, operands, output, packed) {
             return Ok(());
         }
         // The DSP-style kernel where the target has it (see `dsp::ENABLED`); it declines
@@ -744,6 +749,7 @@ pub(crate) mod tests {
             let mut t = Tensors {
                 consts: bytemuck::cast_slice(&self.consts[..]),
                 arena: bytes,
+                packed: None,
             };
             k.eval(&mut t)?;
             let out = t.bytes(k.output())?;

@@ -41,7 +41,7 @@ pub struct FcDims {
     pub output_depth: usize,
 }
 
-fn fc_dims(input: &TensorDef, filter: &TensorDef, output: &TensorDef) -> Option<FcDims> {
+pub(crate) fn fc_dims(input: &TensorDef, filter: &TensorDef, output: &TensorDef) -> Option<FcDims> {
     if filter.shape.rank() != 2 {
         return None;
     }
@@ -139,6 +139,7 @@ impl Kernel for FullyConnectedS8 {
             fc_dims(&self.input, &self.filter, &self.output).ok_or(crate::Error::Malformed {
                 what: "fully connected shapes",
             })?;
+        let packed = t.packed;
         let (ins, out) = t.split(&self.output)?;
         let (input, filter, bias) = (
             ins.i8(&self.input)?,
@@ -157,7 +158,7 @@ impl Kernel for FullyConnectedS8 {
             multipliers,
             shifts,
         };
-        if super::host_simd::fully_connected_s8(self, dims, operands, output) {
+        if super::host_simd::fully_connected_s8(self, dims, operands, output, packed) {
             return Ok(());
         }
         // The DSP-style kernel where the target has it; it declines what it does not handle.

@@ -10,6 +10,7 @@
 use super::conv::{tap, Conv2dS8, SpatialDims};
 use super::depthwise::DepthwiseConv2dS8;
 use super::fully_connected::{FcDims, FullyConnectedS8};
+use super::packed::Packed;
 
 /// Longest im2col row (`kh * kw * in_c`, or FC `accum_depth`) the SIMD kernels keep on the
 /// stack; longer ones use the reference.
@@ -36,11 +37,17 @@ impl S8Operands<'_> {
     }
 }
 
-/// Runs a SIMD CONV_2D int8 variant if one applies.
+/// Runs a SIMD CONV_2D int8 variant if one applies (over `packed` weights where they fit).
 #[allow(unused_variables)]
-pub fn conv2d_s8(p: &Conv2dS8, d: SpatialDims, ops: S8Operands<'_>, output: &mut [i8]) -> bool {
+pub fn conv2d_s8(
+    p: &Conv2dS8,
+    d: SpatialDims,
+    ops: S8Operands<'_>,
+    output: &mut [i8],
+    packed: Option<&Packed>,
+) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return super::x86::conv2d_s8(p, d, ops, output, super::x86::best());
+    return super::x86::conv2d_s8(p, d, ops, output, super::x86::best(), packed);
     #[cfg(target_arch = "aarch64")]
     return super::aarch64::conv2d_s8(p, d, ops, output);
     #[allow(unreachable_code)]
@@ -63,16 +70,18 @@ pub fn depthwise_conv2d_s8(
     false
 }
 
-/// Runs a SIMD FULLY_CONNECTED int8 variant if one applies.
+/// Runs a SIMD FULLY_CONNECTED int8 variant if one applies (over `packed` weights where they
+/// fit).
 #[allow(unused_variables)]
 pub fn fully_connected_s8(
     p: &FullyConnectedS8,
     dims: FcDims,
     ops: S8Operands<'_>,
     output: &mut [i8],
+    packed: Option<&Packed>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return super::x86::fully_connected_s8(p, dims, ops, output, super::x86::best());
+    return super::x86::fully_connected_s8(p, dims, ops, output, super::x86::best(), packed);
     #[cfg(target_arch = "aarch64")]
     return super::aarch64::fully_connected_s8(p, dims, ops, output);
     #[allow(unreachable_code)]

@@ -45,6 +45,7 @@ pub mod elementwise;
 pub mod fully_connected;
 pub mod host_simd;
 pub mod hybrid;
+pub mod packed;
 pub mod pad;
 pub mod pooling;
 pub mod quantize;

@@ -31,14 +31,21 @@ use super::conv::{per_channel, tap, Conv2dS8, SpatialDims};
 use super::depthwise::DepthwiseConv2dS8;
 use super::fully_connected::{FcDims, FullyConnectedS8};
 use super::host_simd::{conv_patch_len, depthwise_ok, fc_ok, gather_patch, S8Operands, MAX_PATCH};
+use super::packed::Packed;
 use super::pooling::{filter_range, Pool2dS8, PoolKind};
 use crate::quant::{
     multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_single_rounding,
 };
 
+#[cfg(feature = "std")]
+pub mod vnni;
+
 /// Instruction set a variant uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
+    /// AVX-512 F/BW/VL with VNNI (`vpdpbusd`): Ice Lake, Zen 4 and later. Kernels that have no
+    /// AVX-512 variant run their AVX2 one.
+    Avx512,
     Avx2,
     Sse41,
     /// No SIMD variant: callers use the reference.
@@ -50,7 +57,14 @@ pub enum Isa {
 pub fn best() -> Isa {
     #[cfg(feature = "std")]
     {
-        if std::is_x86_feature_detected!("avx2") {
+        if std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("avx2")
+        {
+            Isa::Avx512
+        } else if std::is_x86_feature_detected!("avx2") {
             Isa::Avx2
         } else if std::is_x86_feature_detected!("sse4.1") {
             Isa::Sse41
@@ -60,7 +74,15 @@ pub fn best() -> Isa {
     }
     #[cfg(not(feature = "std"))]
     {
-        if cfg!(target_feature = "avx2") {
+        if cfg!(all(
+            target_feature = "avx512f",
+            target_feature = "avx512bw",
+            target_feature = "avx512vl",
+            target_feature = "avx512vnni",
+            target_feature = "avx2"
+        )) {
+            Isa::Avx512
+        } else if cfg!(target_feature = "avx2") {
             Isa::Avx2
         } else if cfg!(target_feature = "sse4.1") {
             Isa::Sse41
@@ -74,8 +96,9 @@ pub fn best() -> Isa {
 pub fn supported(isa: Isa) -> bool {
     match (isa, best()) {
         (Isa::Scalar, _) => false,
-        (Isa::Avx2, Isa::Avx2) => true,
-        (Isa::Sse41, Isa::Avx2 | Isa::Sse41) => true,
+        (Isa::Avx512, Isa::Avx512) => true,
+        (Isa::Avx2, Isa::Avx512 | Isa::Avx2) => true,
+        (Isa::Sse41, Isa::Avx512 | Isa::Avx2 | Isa::Sse41) => true,
         _ => false,
     }
 }
@@ -88,13 +111,15 @@ fn requant_conv_scalar(acc: i32, m: i32, s: i32, out_offset: i32, lo: i32, hi: i
         .clamp(lo, hi) as i8
 }
 
-/// CONV_2D int8 with `isa`; `false` when it does not apply.
+/// CONV_2D int8 with `isa` (over `packed` weights where they fit); `false` when it does not
+/// apply.
 pub fn conv2d_s8(
     p: &Conv2dS8,
     d: SpatialDims,
     ops: S8Operands<'_>,
     output: &mut [i8],
     isa: Isa,
+    packed: Option<&Packed>,
 ) -> bool {
     let Some(k) = conv_patch_len(&d, &ops, output) else {
         return false;
@@ -104,9 +129,17 @@ pub fn conv2d_s8(
     }
     // SAFETY: `supported` checked the CPU feature; `conv_patch_len` checked every slice length
     // the kernels index (patch <= MAX_PATCH, filter >= out_c * k, input and output sizes).
+    #[cfg(not(feature = "std"))]
+    let _ = packed;
     unsafe {
+        #[cfg(feature = "std")]
+        if let (Isa::Avx512, Some(Packed::Vnni(w))) = (isa, packed) {
+            if vnni::conv2d_s8(p, &d, &ops, output, w) {
+                return true;
+            }
+        }
         match isa {
-            Isa::Avx2 => conv2d_s8_avx2(p, &d, &ops, output, k),
+            Isa::Avx512 | Isa::Avx2 => conv2d_s8_avx2(p, &d, &ops, output, k),
             _ => conv2d_s8_sse41(p, &d, &ops, output, k),
         }
     }
@@ -127,8 +160,8 @@ pub fn depthwise_conv2d_s8(
     // SAFETY: feature checked; `depthwise_ok` checked the slice lengths.
     unsafe {
         match isa {
-            Isa::Avx2 if depthwise_s8_avx2_rows(p, &d, &ops, output) => {}
-            Isa::Avx2 if d.filter_h * d.filter_w <= MAX_DEPTHWISE_TAPS => {
+            Isa::Avx512 | Isa::Avx2 if depthwise_s8_avx2_rows(p, &d, &ops, output) => {}
+            Isa::Avx512 | Isa::Avx2 if d.filter_h * d.filter_w <= MAX_DEPTHWISE_TAPS => {
                 depthwise_s8_avx2(p, &d, &ops, output)
             }
             _ => depthwise_s8_sse41(p, &d, &ops, output),
@@ -137,21 +170,31 @@ pub fn depthwise_conv2d_s8(
     true
 }
 
-/// FULLY_CONNECTED int8 with `isa`; `false` when it does not apply.
+/// FULLY_CONNECTED int8 with `isa` (over `packed` weights where they fit); `false` when it
+/// does not apply.
 pub fn fully_connected_s8(
     p: &FullyConnectedS8,
     dims: FcDims,
     ops: S8Operands<'_>,
     output: &mut [i8],
     isa: Isa,
+    packed: Option<&Packed>,
 ) -> bool {
     if !fc_ok(&dims, &ops, output) || !supported(isa) {
         return false;
     }
     // SAFETY: feature checked; `fc_ok` checked the slice lengths.
+    #[cfg(not(feature = "std"))]
+    let _ = packed;
     unsafe {
+        #[cfg(feature = "std")]
+        if let (Isa::Avx512, Some(Packed::Vnni(w))) = (isa, packed) {
+            if vnni::fully_connected_s8(p, &dims, &ops, output, w) {
+                return true;
+            }
+        }
         match isa {
-            Isa::Avx2 => fully_connected_s8_avx2(p, &dims, &ops, output),
+            Isa::Avx512 | Isa::Avx2 => fully_connected_s8_avx2(p, &dims, &ops, output),
             _ => fully_connected_s8_sse41(p, &dims, &ops, output),
         }
     }
@@ -162,7 +205,7 @@ pub fn fully_connected_s8(
 /// reference); `false` when it does not apply.
 pub fn pool2d_s8(p: &Pool2dS8, d: SpatialDims, input: &[i8], output: &mut [i8], isa: Isa) -> bool {
     let input_len = d.batches * d.in_h * d.in_w * d.in_c;
-    if isa != Isa::Avx2
+    if !matches!(isa, Isa::Avx512 | Isa::Avx2)
         || !supported(isa)
         || d.in_c != d.out_c
         || input.len() < input_len
@@ -2193,7 +2236,7 @@ mod tests {
     fn run_conv(case: &ConvCase, isa: Isa) -> Vec<i8> {
         let mut out = vec![0i8; case.d.output_elements()];
         if supported(isa) {
-            assert!(conv2d_s8(&case.p, case.d, case.ops(), &mut out, isa));
+            assert!(conv2d_s8(&case.p, case.d, case.ops(), &mut out, isa, None));
             out
         } else {
             conv_reference(case)
@@ -2252,7 +2295,8 @@ mod tests {
                 case.dims,
                 case.ops(),
                 &mut out,
-                isa
+                isa,
+                None
             ));
             out
         } else {
