@@ -49,6 +49,16 @@ pub fn constant<'c>(consts: &'c [u8], t: &TensorDef) -> Option<&'c [u8]> {
 }
 
 impl<'x> Tensors<'x> {
+    /// [`Tensors::packed`], or a constant `None` in builds with no packing kernel.
+    #[inline(always)]
+    pub fn packed(&self) -> Option<&'x crate::kernels::packed::Packed> {
+        if crate::kernels::packed::Packed::POSSIBLE {
+            self.packed
+        } else {
+            None
+        }
+    }
+
     /// Splits the memory into the operator's output (mutable) and everything else (shared).
     // Out of line: one copy for every kernel's `eval` (code size, scripts/firmware/code-size.sh).
     #[inline(never)]

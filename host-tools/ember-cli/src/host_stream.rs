@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use ember_runtime::format::meta_keys;
 use ember_runtime::frontend::{Frontend, FrontendConfig};
 use ember_runtime::host::AlignedBytes;
-use ember_runtime::{DType, Model, QuantParams};
+use ember_runtime::{DType, Model, PreparedModel, QuantParams};
 
 /// One inference of a host stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +34,9 @@ struct AudioPath {
 /// A stream into a model held in memory.
 pub struct HostStream<'m> {
     model: &'m Model<'m>,
+    /// The model with its operators decoded (and weights packed) once: a stream runs it for
+    /// every window.
+    prepared: PreparedModel<'m>,
     arena: AlignedBytes,
     audio: Option<AudioPath>,
     window: Vec<u8>,
@@ -94,6 +97,8 @@ impl<'m> HostStream<'m> {
         }
         Ok(HostStream {
             model,
+            prepared: PreparedModel::new(model.clone())
+                .map_err(|e| anyhow::anyhow!("cannot prepare the model: {e}"))?,
             arena: AlignedBytes::zeroed(model.arena_size()),
             audio,
             window: vec![0; window_bytes],
@@ -130,7 +135,7 @@ impl<'m> HostStream<'m> {
             }
             let started = Instant::now();
             self.prepare_input()?;
-            self.model
+            self.prepared
                 .run(self.arena.as_mut_slice())
                 .map_err(|e| anyhow::anyhow!("inference failed: {e}"))?;
             let micros = started.elapsed().as_secs_f64() * 1e6;

@@ -511,8 +511,15 @@ impl Kernel for Conv2dS8 {
 
     fn eval(&self, t: &mut Tensors<'_>) -> Result<()> {
         let d = conv_dims(&self.input, &self.filter, &self.output).ok_or(SHAPES)?;
-        let packed = t.packed;
+        let packed = t.packed();
         let (ins, out) = t.split(&self.output)?;
+        // Packed weights carry their own checked bias and requantization constants.
+        if let Some(packed) = packed {
+            let input = ins.i8(&self.input)?;
+            if super::host_simd::conv2d_s8_packed(self, d, input, as_i8_mut(out), packed) {
+                return Ok(());
+            }
+        }
         let bias = ins.opt_i32(&self.bias)?;
         let multipliers = ins.i32(&self.requant.multipliers)?;
         let shifts = ins.i32(&self.requant.shifts)?;
@@ -526,7 +533,7 @@ impl Kernel for Conv2dS8 {
             multipliers,
             shifts,
         };
-        if super::host_simd::conv2d_s8(self, d, operands, output, packed) {
+        if super::host_simd::conv2d_s8(self, d, operands, output) {
             return Ok(());
         }
         // The DSP-style kernel where the target has it (see `dsp::ENABLED`); it declines

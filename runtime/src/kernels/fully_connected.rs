@@ -139,8 +139,21 @@ impl Kernel for FullyConnectedS8 {
             fc_dims(&self.input, &self.filter, &self.output).ok_or(crate::Error::Malformed {
                 what: "fully connected shapes",
             })?;
-        let packed = t.packed;
+        let packed = t.packed();
         let (ins, out) = t.split(&self.output)?;
+        // Packed weights carry their own checked bias and requantization constants.
+        if let Some(packed) = packed {
+            let input = ins.i8(&self.input)?;
+            if super::host_simd::fully_connected_s8_packed(
+                self,
+                dims,
+                input,
+                as_i8_mut(out),
+                packed,
+            ) {
+                return Ok(());
+            }
+        }
         let (input, filter, bias) = (
             ins.i8(&self.input)?,
             ins.i8(&self.filter)?,
@@ -158,7 +171,7 @@ impl Kernel for FullyConnectedS8 {
             multipliers,
             shifts,
         };
-        if super::host_simd::fully_connected_s8(self, dims, operands, output, packed) {
+        if super::host_simd::fully_connected_s8(self, dims, operands, output) {
             return Ok(());
         }
         // The DSP-style kernel where the target has it; it declines what it does not handle.

@@ -37,17 +37,11 @@ impl S8Operands<'_> {
     }
 }
 
-/// Runs a SIMD CONV_2D int8 variant if one applies (over `packed` weights where they fit).
+/// Runs a SIMD CONV_2D int8 variant if one applies.
 #[allow(unused_variables)]
-pub fn conv2d_s8(
-    p: &Conv2dS8,
-    d: SpatialDims,
-    ops: S8Operands<'_>,
-    output: &mut [i8],
-    packed: Option<&Packed>,
-) -> bool {
+pub fn conv2d_s8(p: &Conv2dS8, d: SpatialDims, ops: S8Operands<'_>, output: &mut [i8]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return super::x86::conv2d_s8(p, d, ops, output, super::x86::best(), packed);
+    return super::x86::conv2d_s8(p, d, ops, output, super::x86::best());
     #[cfg(target_arch = "aarch64")]
     return super::aarch64::conv2d_s8(p, d, ops, output);
     #[allow(unreachable_code)]
@@ -70,20 +64,50 @@ pub fn depthwise_conv2d_s8(
     false
 }
 
-/// Runs a SIMD FULLY_CONNECTED int8 variant if one applies (over `packed` weights where they
-/// fit).
+/// Runs a SIMD FULLY_CONNECTED int8 variant if one applies.
 #[allow(unused_variables)]
 pub fn fully_connected_s8(
     p: &FullyConnectedS8,
     dims: FcDims,
     ops: S8Operands<'_>,
     output: &mut [i8],
-    packed: Option<&Packed>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return super::x86::fully_connected_s8(p, dims, ops, output, super::x86::best(), packed);
+    return super::x86::fully_connected_s8(p, dims, ops, output, super::x86::best());
     #[cfg(target_arch = "aarch64")]
     return super::aarch64::fully_connected_s8(p, dims, ops, output);
+    #[allow(unreachable_code)]
+    false
+}
+
+/// Runs CONV_2D int8 over weights [`crate::PreparedModel`] packed, if they fit this operator
+/// and this CPU.
+#[allow(unused_variables)]
+pub fn conv2d_s8_packed(
+    p: &Conv2dS8,
+    d: SpatialDims,
+    input: &[i8],
+    output: &mut [i8],
+    packed: &Packed,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::x86::conv2d_s8_packed(p, d, input, output, packed);
+    #[allow(unreachable_code)]
+    false
+}
+
+/// Runs FULLY_CONNECTED int8 over weights [`crate::PreparedModel`] packed, if they fit this
+/// operator and this CPU.
+#[allow(unused_variables)]
+pub fn fully_connected_s8_packed(
+    p: &FullyConnectedS8,
+    dims: FcDims,
+    input: &[i8],
+    output: &mut [i8],
+    packed: &Packed,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::x86::fully_connected_s8_packed(p, dims, input, output, packed);
     #[allow(unreachable_code)]
     false
 }

@@ -19,6 +19,10 @@ pub enum Packed {
 }
 
 impl Packed {
+    /// Whether this build has any packing kernel (when not, kernels drop their packed branch
+    /// at compile time, which keeps it out of firmware code).
+    pub const POSSIBLE: bool = cfg!(all(target_arch = "x86_64", feature = "std"));
+
     /// Bytes the packed form holds.
     pub fn bytes(&self) -> usize {
         match *self {

@@ -40,6 +40,8 @@ use crate::quant::{
 #[cfg(feature = "std")]
 pub mod vnni;
 
+mod depthwise512;
+
 /// Instruction set a variant uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
@@ -55,6 +57,30 @@ pub enum Isa {
 /// The best instruction set this CPU (or, without `std`, this build) supports.
 #[inline]
 pub fn best() -> Isa {
+    #[cfg(feature = "std")]
+    {
+        use core::sync::atomic::{AtomicU8, Ordering};
+        // Asked once per kernel call: one load instead of five feature lookups.
+        static BEST: AtomicU8 = AtomicU8::new(u8::MAX);
+        const ISAS: [Isa; 4] = [Isa::Avx512, Isa::Avx2, Isa::Sse41, Isa::Scalar];
+        if let Some(&isa) = ISAS.get(BEST.load(Ordering::Relaxed) as usize) {
+            return isa;
+        }
+        let isa = detect();
+        BEST.store(
+            ISAS.iter().position(|&i| i == isa).unwrap_or(3) as u8,
+            Ordering::Relaxed,
+        );
+        isa
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        detect()
+    }
+}
+
+/// [`best`] without its cache.
+fn detect() -> Isa {
     #[cfg(feature = "std")]
     {
         if std::is_x86_feature_detected!("avx512f")
@@ -111,15 +137,46 @@ fn requant_conv_scalar(acc: i32, m: i32, s: i32, out_offset: i32, lo: i32, hi: i
         .clamp(lo, hi) as i8
 }
 
-/// CONV_2D int8 with `isa` (over `packed` weights where they fit); `false` when it does not
-/// apply.
+/// CONV_2D int8 over packed weights (AVX-512 VNNI); `false` when they do not fit the
+/// operator or the CPU lacks the instructions.
+#[allow(unused_variables)]
+pub fn conv2d_s8_packed(
+    p: &Conv2dS8,
+    d: SpatialDims,
+    input: &[i8],
+    output: &mut [i8],
+    packed: &Packed,
+) -> bool {
+    #[cfg(not(feature = "std"))]
+    match *packed {}
+    #[cfg(feature = "std")]
+    {
+        let Packed::Vnni(w) = packed;
+        let input_len = d
+            .batches
+            .checked_mul(d.in_h)
+            .and_then(|n| n.checked_mul(d.in_w)?.checked_mul(d.in_c));
+        let patch = d
+            .filter_h
+            .checked_mul(d.filter_w)
+            .and_then(|n| n.checked_mul(d.in_c));
+        // SAFETY: AVX-512 checked; the kernel reads `input_len` input values and writes
+        // `output_elements` outputs, both checked here, and its im2col rows hold `MAX_PATCH`.
+        input_len <= Some(input.len())
+            && d.output_elements() <= output.len()
+            && patch <= Some(MAX_PATCH)
+            && best() == Isa::Avx512
+            && unsafe { vnni::conv2d_s8(p, &d, input, output, w) }
+    }
+}
+
+/// CONV_2D int8 with `isa`; `false` when it does not apply.
 pub fn conv2d_s8(
     p: &Conv2dS8,
     d: SpatialDims,
     ops: S8Operands<'_>,
     output: &mut [i8],
     isa: Isa,
-    packed: Option<&Packed>,
 ) -> bool {
     let Some(k) = conv_patch_len(&d, &ops, output) else {
         return false;
@@ -129,15 +186,7 @@ pub fn conv2d_s8(
     }
     // SAFETY: `supported` checked the CPU feature; `conv_patch_len` checked every slice length
     // the kernels index (patch <= MAX_PATCH, filter >= out_c * k, input and output sizes).
-    #[cfg(not(feature = "std"))]
-    let _ = packed;
     unsafe {
-        #[cfg(feature = "std")]
-        if let (Isa::Avx512, Some(Packed::Vnni(w))) = (isa, packed) {
-            if vnni::conv2d_s8(p, &d, &ops, output, w) {
-                return true;
-            }
-        }
         match isa {
             Isa::Avx512 | Isa::Avx2 => conv2d_s8_avx2(p, &d, &ops, output, k),
             _ => conv2d_s8_sse41(p, &d, &ops, output, k),
@@ -160,6 +209,7 @@ pub fn depthwise_conv2d_s8(
     // SAFETY: feature checked; `depthwise_ok` checked the slice lengths.
     unsafe {
         match isa {
+            Isa::Avx512 if depthwise512::depthwise_s8_avx512(p, &d, &ops, output) => {}
             Isa::Avx512 | Isa::Avx2 if depthwise_s8_avx2_rows(p, &d, &ops, output) => {}
             Isa::Avx512 | Isa::Avx2 if d.filter_h * d.filter_w <= MAX_DEPTHWISE_TAPS => {
                 depthwise_s8_avx2(p, &d, &ops, output)
@@ -170,29 +220,48 @@ pub fn depthwise_conv2d_s8(
     true
 }
 
-/// FULLY_CONNECTED int8 with `isa` (over `packed` weights where they fit); `false` when it
-/// does not apply.
+/// FULLY_CONNECTED int8 over packed weights (AVX-512 VNNI); `false` when they do not fit
+/// the operator or the CPU lacks the instructions.
+#[allow(unused_variables)]
+pub fn fully_connected_s8_packed(
+    p: &FullyConnectedS8,
+    dims: FcDims,
+    input: &[i8],
+    output: &mut [i8],
+    packed: &Packed,
+) -> bool {
+    // The packed weights carry their own checked per-channel constants: only the activations'
+    // lengths are left to check (per operator, so cheap checks matter on small layers).
+    #[cfg(not(feature = "std"))]
+    match *packed {}
+    #[cfg(feature = "std")]
+    {
+        let Packed::Vnni(w) = packed;
+        let input_ok = dims.batches.checked_mul(dims.accum_depth) <= Some(input.len());
+        let output_ok = dims.batches.checked_mul(dims.output_depth) <= Some(output.len());
+        // SAFETY: AVX-512 checked; input and output lengths checked above, the depth against
+        // the kernel's row buffer.
+        input_ok
+            && output_ok
+            && dims.accum_depth <= MAX_PATCH
+            && best() == Isa::Avx512
+            && unsafe { vnni::fully_connected_s8(p, &dims, input, output, w) }
+    }
+}
+
+/// FULLY_CONNECTED int8 with `isa`; `false` when it does not apply.
 pub fn fully_connected_s8(
     p: &FullyConnectedS8,
     dims: FcDims,
     ops: S8Operands<'_>,
     output: &mut [i8],
     isa: Isa,
-    packed: Option<&Packed>,
 ) -> bool {
     if !fc_ok(&dims, &ops, output) || !supported(isa) {
         return false;
     }
     // SAFETY: feature checked; `fc_ok` checked the slice lengths.
-    #[cfg(not(feature = "std"))]
-    let _ = packed;
     unsafe {
-        #[cfg(feature = "std")]
-        if let (Isa::Avx512, Some(Packed::Vnni(w))) = (isa, packed) {
-            if vnni::fully_connected_s8(p, &dims, &ops, output, w) {
-                return true;
-            }
-        }
         match isa {
             Isa::Avx512 | Isa::Avx2 => fully_connected_s8_avx2(p, &dims, &ops, output),
             _ => fully_connected_s8_sse41(p, &dims, &ops, output),
@@ -2236,7 +2305,7 @@ mod tests {
     fn run_conv(case: &ConvCase, isa: Isa) -> Vec<i8> {
         let mut out = vec![0i8; case.d.output_elements()];
         if supported(isa) {
-            assert!(conv2d_s8(&case.p, case.d, case.ops(), &mut out, isa, None));
+            assert!(conv2d_s8(&case.p, case.d, case.ops(), &mut out, isa));
             out
         } else {
             conv_reference(case)
@@ -2287,6 +2356,132 @@ mod tests {
         }
     }
 
+    /// The AVX-512 depthwise kernel alone (the dispatcher falls back to the AVX2 kernels when
+    /// it declines, which would hide a kernel that never runs).
+    fn run_depthwise512(case: &DepthwiseCase) -> Vec<i8> {
+        let mut out = vec![0i8; case.d.output_elements()];
+        let ops = case.ops();
+        if !supported(Isa::Avx512) || !depthwise_ok(&case.d, &ops, &out) {
+            return depthwise_reference(case);
+        }
+        // SAFETY: AVX-512 checked; `depthwise_ok` checked the slice lengths.
+        let ran = unsafe { depthwise512::depthwise_s8_avx512(&case.p, &case.d, &ops, &mut out) };
+        // It declines only input offsets outside -127..=128 and filters or spans too large
+        // for its buffers, none of which these cases have.
+        assert!(ran, "{:?}", case.d);
+        assert!(depthwise512::fits(&case.p, &case.d));
+        out
+    }
+
+    /// Depthwise cases around the KWS DS-CNN layers (25x5x64, 3x3, stride 1, SAME padding,
+    /// per-channel requantization with a fused ReLU), and odd paddings, strides, dilations,
+    /// wide filters (several quads per row), wide images (column tiles), channel counts that
+    /// are not multiples of 64, and every requantization mode.
+    fn depthwise_kws_case(rng: &mut crate::kernels::testing::Rng) -> DepthwiseCase {
+        use crate::kernels::Window;
+        use crate::quant::quantize_multiplier;
+        let mut case = DepthwiseCase::random(rng);
+        let kws = rng.range(0, 2) == 0;
+        let channels = if kws {
+            64
+        } else {
+            [1, 16, 33, 64, 65, 96, 128, 200][rng.range(0, 7) as usize]
+        };
+        let (k_h, k_w) = if kws {
+            (3, 3)
+        } else {
+            (rng.range(1, 5) as usize, rng.range(1, 9) as usize)
+        };
+        let (in_h, in_w) = if kws {
+            (25, 5)
+        } else {
+            (rng.range(1, 12) as usize, rng.range(1, 40) as usize)
+        };
+        let pick = |rng: &mut crate::kernels::testing::Rng, lo: i64, hi: i64| {
+            if kws {
+                lo as u16
+            } else {
+                rng.range(lo, hi) as u16
+            }
+        };
+        let (stride_h, stride_w) = (pick(rng, 1, 3), pick(rng, 1, 3));
+        let (dilation_h, dilation_w) = (pick(rng, 1, 2), pick(rng, 1, 2));
+        let span_h = (k_h - 1) * dilation_h as usize + 1;
+        let span_w = (k_w - 1) * dilation_w as usize + 1;
+        let (pad_top, pad_left) = if kws {
+            (1, 1)
+        } else {
+            (
+                rng.range(0, span_h as i64) as u16,
+                rng.range(0, span_w as i64) as u16,
+            )
+        };
+        let out = |size: usize, pad: u16, span: usize, stride: u16| {
+            (size + 2 * pad as usize).saturating_sub(span) / stride as usize + 1
+        };
+        let batches = if kws { 1 } else { rng.range(1, 2) as usize };
+        case.p.window = Window {
+            stride_h,
+            stride_w,
+            dilation_h,
+            dilation_w,
+            pad_top,
+            pad_left,
+        };
+        case.p.depth_multiplier = 1;
+        case.d = SpatialDims {
+            batches,
+            in_h,
+            in_w,
+            in_c: channels,
+            out_h: out(in_h, pad_top, span_h, stride_h),
+            out_w: out(in_w, pad_left, span_w, stride_w),
+            out_c: channels,
+            filter_h: k_h,
+            filter_w: k_w,
+            filter_in_c: 1,
+        };
+        case.input = rng.vec_i8(batches * in_h * in_w * channels);
+        case.filter = rng.vec_i8(k_h * k_w * channels);
+        if case.bias.is_some() || kws {
+            case.bias = Some(
+                (0..channels)
+                    .map(|_| match rng.range(0, 9) {
+                        0 => rng.next_u64() as i32,
+                        1 => i32::MIN,
+                        _ => rng.range(-30000, 30000) as i32,
+                    })
+                    .collect(),
+            );
+        }
+        let per_tensor = !kws && rng.range(0, 3) == 0;
+        let n = if per_tensor { 1 } else { channels };
+        let (multipliers, shifts) = (0..n)
+            .map(|_| match rng.range(0, 8) {
+                0 => (rng.next_u64() as i32, rng.range(-31, 30) as i32),
+                1 => quantize_multiplier(rng.f32(0.5, 40.0) as f64),
+                2 => (i32::MIN, rng.range(-31, 30) as i32),
+                _ => quantize_multiplier(rng.f32(1e-5, 0.05) as f64),
+            })
+            .unzip();
+        case.multipliers = multipliers;
+        case.shifts = shifts;
+        if kws || rng.range(0, 1) == 0 {
+            // A fused ReLU: the lower clamp at the output offset.
+            case.p.act_min = case.p.output_offset;
+            case.p.act_max = 127;
+        }
+        case
+    }
+
+    crate::kernel_variants_match_reference!(
+        depthwise_conv2d_s8_avx512_kws,
+        cases = 400,
+        setup = depthwise_kws_case,
+        reference = depthwise_reference,
+        variants = [run_depthwise512, |c| run_depthwise(c, Isa::Avx512)]
+    );
+
     fn run_fc(case: &FcCase, isa: Isa) -> Vec<i8> {
         let mut out = vec![0i8; case.dims.batches * case.dims.output_depth];
         if supported(isa) {
@@ -2295,8 +2490,7 @@ mod tests {
                 case.dims,
                 case.ops(),
                 &mut out,
-                isa,
-                None
+                isa
             ));
             out
         } else {
@@ -2322,6 +2516,8 @@ mod tests {
         setup = DepthwiseCase::random,
         reference = depthwise_reference,
         variants = [
+            |c| run_depthwise(c, Isa::Avx512),
+            run_depthwise512,
             |c| run_depthwise(c, Isa::Avx2),
             run_depthwise_rows,
             |c| run_depthwise(c, Isa::Sse41)

@@ -71,6 +71,10 @@ struct BlockConsts {
     round_odd: Lanes,
     neg_even: Lanes,
     neg_odd: Lanes,
+    /// Double rounding: `P` below this is a negative high half (`-2^30`, or `-2^30 - offset * m`
+    /// when the offset is folded into `round`).
+    limit_even: Lanes,
+    limit_odd: Lanes,
 }
 
 impl BlockConsts {
@@ -105,7 +109,45 @@ impl BlockConsts {
         Self::set64(&mut self.shift_even, &mut self.shift_odd, lane, t);
         Self::set64(&mut self.round_even, &mut self.round_odd, lane, round);
         Self::set64(&mut self.neg_even, &mut self.neg_odd, lane, neg);
+        Self::set64(
+            &mut self.limit_even,
+            &mut self.limit_odd,
+            lane,
+            -(1i64 << 30),
+        );
     }
+
+    /// Reads lane `lane`'s int64 term of a pair.
+    fn get64(even: &Lanes, odd: &Lanes, lane: usize) -> i64 {
+        let source = if lane.is_multiple_of(2) { even } else { odd };
+        let slot = lane / 2 * 2;
+        (source.0[slot] as u32 as i64) | ((source.0[slot + 1] as i64) << 32)
+    }
+
+    /// Double rounding with the accumulator offset and the output offset folded into the
+    /// int64 constants: `(acc + offset) * m = acc * m + offset * m` and `+ out_offset` after the
+    /// shift is `+ out_offset * 2^t` before it. Exact when `acc + offset` cannot wrap (checked
+    /// by the caller) and nothing overflows int64 (`t <= 54`).
+    fn fold_lane(&mut self, lane: usize, output_offset: i32) {
+        let m = self.multiplier.0[lane] as i64;
+        let offset_term = self.offset.0[lane] as i64 * m;
+        let t = Self::get64(&self.shift_even, &self.shift_odd, lane);
+        let round = Self::get64(&self.round_even, &self.round_odd, lane);
+        let folded = round + offset_term + ((output_offset as i64) << t);
+        Self::set64(&mut self.round_even, &mut self.round_odd, lane, folded);
+        let limit = -(1i64 << 30) - offset_term;
+        Self::set64(&mut self.limit_even, &mut self.limit_odd, lane, limit);
+        self.offset.0[lane] = 0;
+    }
+}
+
+/// Single rounding's constants of 16 channels: the accumulator offset, the multipliers and
+/// `t = 31 - shift` (the rounding term `2^(t-1)` is derived when it is used).
+#[derive(Clone, Copy, Default)]
+struct SingleConsts {
+    offset: Lanes,
+    multiplier: Lanes,
+    total_shift: Lanes,
 }
 
 /// Channels per register block and per [`Tile`].
@@ -129,7 +171,14 @@ pub struct VnniWeights {
     rounding: Rounding,
     panel_blocks: usize,
     tiles: Vec<Tile>,
+    /// Double rounding's constants, per block.
     consts: Vec<BlockConsts>,
+    /// Single rounding's constants, per block.
+    single: Vec<SingleConsts>,
+    /// The offsets are folded into the constants (see [`BlockConsts::fold_lane`]), for this
+    /// output offset.
+    folded: bool,
+    output_offset: i32,
     /// Some shift is positive (double rounding then shifts the accumulator left first).
     any_left_shift: bool,
 }
@@ -158,6 +207,7 @@ impl VnniWeights {
         multipliers: &[i32],
         shifts: &[i32],
         input_offset: i32,
+        output_offset: i32,
         rounding: Rounding,
     ) -> Option<VnniWeights> {
         let per_tensor = multipliers.len() == 1;
@@ -221,6 +271,55 @@ impl VnniWeights {
             }
             consts.push(k);
         }
+        // Folding the offsets into the int64 constants saves three vector operations per 16
+        // outputs; it needs accumulators that cannot wrap (|dot| <= depth * 255 * 128), no
+        // left shift, and room in int64 for `out_offset * 2^t`.
+        let dot_bound = depth as i64 * 255 * 128;
+        let folded = rounding == Rounding::Double
+            && (-128..=127).contains(&output_offset)
+            && shifts.iter().all(|&s| (-23..=0).contains(&s))
+            && consts.iter().all(|k| {
+                k.offset
+                    .0
+                    .iter()
+                    .all(|&o| dot_bound + (o as i64).abs() < i32::MAX as i64)
+            });
+        if folded {
+            for k in consts.iter_mut() {
+                for lane in 0..LANES {
+                    k.fold_lane(lane, output_offset);
+                }
+            }
+        }
+        // Single rounding streams its constants with the weights (a FULLY_CONNECTED row
+        // touches each once), so it keeps three vectors per block and derives the rest.
+        let single = match rounding {
+            Rounding::Single => {
+                let single = consts
+                    .iter()
+                    .map(|k| {
+                        let mut total_shift = Lanes::default();
+                        for (lane, t) in total_shift.0.iter_mut().enumerate() {
+                            let slot = lane / 2 * 2;
+                            let v = if lane % 2 == 0 {
+                                &k.shift_even
+                            } else {
+                                &k.shift_odd
+                            };
+                            *t = v.0[slot];
+                        }
+                        SingleConsts {
+                            offset: k.offset,
+                            multiplier: k.multiplier,
+                            total_shift,
+                        }
+                    })
+                    .collect();
+                consts.clear();
+                single
+            }
+            Rounding::Double => Vec::new(),
+        };
         Some(VnniWeights {
             channels,
             depth,
@@ -229,6 +328,9 @@ impl VnniWeights {
             panel_blocks,
             tiles,
             consts,
+            single,
+            folded,
+            output_offset,
             any_left_shift: rounding == Rounding::Double && shifts.iter().any(|&s| s > 0),
         })
     }
@@ -252,6 +354,7 @@ impl VnniWeights {
             ops.multipliers,
             ops.shifts,
             p.input_offset,
+            p.output_offset,
             Rounding::Single,
         )
     }
@@ -271,20 +374,31 @@ impl VnniWeights {
             ops.multipliers,
             ops.shifts,
             p.input_offset,
+            p.output_offset,
             Rounding::Double,
         )
     }
 
-    fn fits(&self, channels: usize, depth: usize, input_offset: i32, rounding: Rounding) -> bool {
+    fn fits(
+        &self,
+        channels: usize,
+        depth: usize,
+        input_offset: i32,
+        output_offset: i32,
+        rounding: Rounding,
+    ) -> bool {
         self.channels == channels
             && self.depth == depth
             && self.input_offset == input_offset
+            && self.output_offset == output_offset
             && self.rounding == rounding
     }
 
     /// Bytes held (packed weights and constants), for reports.
     pub fn bytes(&self) -> usize {
-        self.tiles.len() * size_of::<Tile>() + self.consts.len() * size_of::<BlockConsts>()
+        self.tiles.len() * size_of::<Tile>()
+            + self.consts.len() * size_of::<BlockConsts>()
+            + self.single.len() * size_of::<SingleConsts>()
     }
 }
 
@@ -346,27 +460,53 @@ unsafe fn dot_group<const M: usize, const NB: usize>(
     }
 }
 
-/// Requantization, output offset and clamp of 16 accumulators; int8 results in the low lanes
-/// (see [`BlockConsts`] for the arithmetic).
+/// Double-rounding requantization, output offset and clamp of 16 accumulators; int8 results
+/// in the low lanes (see [`BlockConsts`] for the arithmetic).
 #[inline(always)]
 unsafe fn finish(acc: __m512i, k: &BlockConsts, e: &Epilogue) -> __m128i {
-    let mut x = _mm512_add_epi32(acc, load(&k.offset));
+    let mut x = acc;
+    if !e.folded {
+        x = _mm512_add_epi32(x, load(&k.offset));
+    }
     if e.any_left_shift {
         x = _mm512_sllv_epi32(x, load(&k.left));
     }
     let even = _mm512_mul_epi32(x, load(&k.multiplier));
     let odd = _mm512_mul_epi32(_mm512_srli_epi64(x, 32), load(&k.multiplier_odd));
-    let mut even_sum = _mm512_add_epi64(even, load(&k.round_even));
-    let mut odd_sum = _mm512_add_epi64(odd, load(&k.round_odd));
-    if e.rounding == Rounding::Double {
-        let limit = _mm512_set1_epi64(-(1 << 30));
-        let even_negative = _mm512_cmplt_epi64_mask(even, limit);
-        let odd_negative = _mm512_cmplt_epi64_mask(odd, limit);
-        even_sum = _mm512_mask_sub_epi64(even_sum, even_negative, even_sum, load(&k.neg_even));
-        odd_sum = _mm512_mask_sub_epi64(odd_sum, odd_negative, odd_sum, load(&k.neg_odd));
+    let even_negative = _mm512_cmplt_epi64_mask(even, load(&k.limit_even));
+    let odd_negative = _mm512_cmplt_epi64_mask(odd, load(&k.limit_odd));
+    let even = _mm512_add_epi64(even, load(&k.round_even));
+    let odd = _mm512_add_epi64(odd, load(&k.round_odd));
+    let even = _mm512_mask_sub_epi64(even, even_negative, even, load(&k.neg_even));
+    let odd = _mm512_mask_sub_epi64(odd, odd_negative, odd, load(&k.neg_odd));
+    let even = _mm512_srav_epi64(even, load(&k.shift_even));
+    let odd = _mm512_srav_epi64(odd, load(&k.shift_odd));
+    let v = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+    if e.folded {
+        // The output offset is in already; saturating to int8 then clamping equals clamping.
+        let bytes = _mm512_cvtsepi32_epi8(v);
+        return _mm_min_epi8(_mm_max_epi8(bytes, e.lo8), e.hi8);
     }
-    let even = _mm512_srav_epi64(even_sum, load(&k.shift_even));
-    let odd = _mm512_srav_epi64(odd_sum, load(&k.shift_odd));
+    let v = _mm512_add_epi32(v, e.out_offset);
+    _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(v, e.lo), e.hi))
+}
+
+/// [`finish`] for single rounding over [`SingleConsts`].
+#[inline(always)]
+unsafe fn finish_single(acc: __m512i, k: &SingleConsts, e: &Epilogue) -> __m128i {
+    let x = _mm512_add_epi32(acc, load(&k.offset));
+    let mult = load(&k.multiplier);
+    let shift = load(&k.total_shift);
+    let shift_even = _mm512_maskz_mov_epi32(0x5555, shift);
+    let shift_odd = _mm512_srli_epi64(shift, 32);
+    let one = _mm512_set1_epi64(1);
+    let round_even = _mm512_sllv_epi64(one, _mm512_sub_epi64(shift_even, one));
+    let round_odd = _mm512_sllv_epi64(one, _mm512_sub_epi64(shift_odd, one));
+    let even = _mm512_add_epi64(_mm512_mul_epi32(x, mult), round_even);
+    let odd_product = _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(mult, 32));
+    let odd = _mm512_add_epi64(odd_product, round_odd);
+    let even = _mm512_srav_epi64(even, shift_even);
+    let odd = _mm512_srav_epi64(odd, shift_odd);
     let v = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
     let v = _mm512_add_epi32(v, e.out_offset);
     _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(v, e.lo), e.hi))
@@ -409,7 +549,10 @@ unsafe fn fill(dst: *mut u8, value: u8, len: usize) {
 #[derive(Clone, Copy)]
 struct Epilogue {
     rounding: Rounding,
+    folded: bool,
     any_left_shift: bool,
+    lo8: __m128i,
+    hi8: __m128i,
     out_offset: __m512i,
     lo: __m512i,
     hi: __m512i,
@@ -432,7 +575,10 @@ unsafe fn panel_rows<const M: usize, const NB: usize>(
     for (acc_row, &dst) in acc.iter().zip(&out) {
         for (b, &a) in acc_row.iter().enumerate() {
             let block = first + b;
-            let v = finish(a, &w.consts[block], e);
+            let v = match e.rounding {
+                Rounding::Single => finish_single(a, &w.single[block], e),
+                Rounding::Double => finish(a, &w.consts[block], e),
+            };
             let c = block * LANES;
             store_lanes(dst.add(c), v, w.channels - c);
         }
@@ -470,7 +616,10 @@ unsafe fn all_panels<const M: usize>(
 unsafe fn epilogue(w: &VnniWeights, output_offset: i32, act_min: i32, act_max: i32) -> Epilogue {
     Epilogue {
         rounding: w.rounding,
+        folded: w.folded,
         any_left_shift: w.any_left_shift,
+        lo8: _mm_set1_epi8(act_min.clamp(-128, 127) as i8),
+        hi8: _mm_set1_epi8(act_max.clamp(-128, 127) as i8),
         out_offset: _mm512_set1_epi32(output_offset),
         lo: _mm512_set1_epi32(act_min),
         hi: _mm512_set1_epi32(act_max),
@@ -480,13 +629,13 @@ unsafe fn epilogue(w: &VnniWeights, output_offset: i32, act_min: i32, act_max: i
 /// FULLY_CONNECTED int8 over weights packed by [`VnniWeights::for_fully_connected`]; `false`
 /// (nothing written) when `w` was packed for another shape.
 ///
-/// Safety: the CPU has AVX-512 F/BW/VL/VNNI; `ops.input` holds `batches * accum_depth` values
+/// Safety: the CPU has AVX-512 F/BW/VL/VNNI; `input` holds `batches * accum_depth` values
 /// and `output` `batches * output_depth`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) unsafe fn fully_connected_s8(
     p: &FullyConnectedS8,
     dims: &FcDims,
-    ops: &S8Operands<'_>,
+    input: &[i8],
     output: &mut [i8],
     w: &VnniWeights,
 ) -> bool {
@@ -495,6 +644,7 @@ pub(super) unsafe fn fully_connected_s8(
             dims.output_depth,
             dims.accum_depth,
             p.input_offset,
+            p.output_offset,
             Rounding::Single,
         )
     {
@@ -507,7 +657,7 @@ pub(super) unsafe fn fully_connected_s8(
     fill(row.add(k & !3), 0, 4);
     let e = epilogue(w, p.output_offset, p.act_min, p.act_max);
     for b in 0..dims.batches {
-        copy_flipped(row, ops.input.as_ptr().add(b * k), k);
+        copy_flipped(row, input.as_ptr().add(b * k), k);
         let out = output.as_mut_ptr().add(b * dims.output_depth);
         let runs = Runs {
             offsets: &[0],
@@ -534,24 +684,33 @@ std::thread_local! {
 /// no horizontal dilation), the kernel reads its input straight from a sign-flipped copy of the
 /// image with the padding written out; otherwise it gathers im2col rows.
 ///
-/// Safety: the CPU has AVX-512 F/BW/VL/VNNI; `ops.input` and `output` are as long as `d` says.
+/// Safety: the CPU has AVX-512 F/BW/VL/VNNI; `input` and `output` are as long as `d` says, and
+/// a filter patch is at most [`MAX_PATCH`] values.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) unsafe fn conv2d_s8(
     p: &Conv2dS8,
     d: &SpatialDims,
-    ops: &S8Operands<'_>,
+    input: &[i8],
     output: &mut [i8],
     w: &VnniWeights,
 ) -> bool {
     let k = d.filter_h * d.filter_w * d.in_c;
-    if d.filter_in_c != d.in_c || !w.fits(d.out_c, k, p.input_offset, Rounding::Double) {
+    if d.filter_in_c != d.in_c
+        || !w.fits(
+            d.out_c,
+            k,
+            p.input_offset,
+            p.output_offset,
+            Rounding::Double,
+        )
+    {
         return false;
     }
     let run = d.filter_w * d.in_c;
     if p.window.dilation_w == 1 && run.is_multiple_of(4) && d.filter_h <= MAX_FILTER_ROWS {
-        IMAGE.with(|image| conv2d_direct(p, d, ops, output, w, &mut image.borrow_mut()));
+        IMAGE.with(|image| conv2d_direct(p, d, input, output, w, &mut image.borrow_mut()));
     } else {
-        conv2d_im2col(p, d, ops, output, w);
+        conv2d_im2col(p, d, input, output, w);
     }
     true
 }
@@ -561,7 +720,7 @@ pub(super) unsafe fn conv2d_s8(
 unsafe fn conv2d_direct(
     p: &Conv2dS8,
     d: &SpatialDims,
-    ops: &S8Operands<'_>,
+    input: &[i8],
     output: &mut [i8],
     w: &VnniWeights,
     image: &mut Vec<u8>,
@@ -608,7 +767,7 @@ unsafe fn conv2d_direct(
             fill(dst, pad, left * c);
             copy_flipped(
                 dst.add(left * c),
-                ops.input.as_ptr().add(d.input_index(b, y - top, 0, 0)),
+                input.as_ptr().add(d.input_index(b, y - top, 0, 0)),
                 d.in_w * c,
             );
             fill(
@@ -639,7 +798,7 @@ unsafe fn conv2d_direct(
 unsafe fn conv2d_im2col(
     p: &Conv2dS8,
     d: &SpatialDims,
-    ops: &S8Operands<'_>,
+    input: &[i8],
     output: &mut [i8],
     w: &VnniWeights,
 ) {
@@ -683,7 +842,7 @@ unsafe fn conv2d_im2col(
                     ) {
                         Some(ix) => copy_flipped(
                             at,
-                            ops.input.as_ptr().add(d.input_index(b, iy, ix, 0)),
+                            input.as_ptr().add(d.input_index(b, iy, ix, 0)),
                             d.in_c,
                         ),
                         None => fill(at, pad, d.in_c),
@@ -732,7 +891,9 @@ mod tests {
         match packed {
             Some(w) if supported(Isa::Avx512) => {
                 // SAFETY: AVX-512 checked; the case's slices match its dims.
-                assert!(unsafe { fully_connected_s8(&case.p, &case.dims, &ops, &mut out, &w) });
+                assert!(unsafe {
+                    fully_connected_s8(&case.p, &case.dims, ops.input, &mut out, &w)
+                });
                 out
             }
             _ => fc_reference(case),
@@ -748,7 +909,7 @@ mod tests {
         match packed {
             Some(w) if supported(Isa::Avx512) => {
                 // SAFETY: AVX-512 checked; the case's slices match its geometry.
-                assert!(unsafe { conv2d_s8(&case.p, &case.d, &ops, &mut out, &w) });
+                assert!(unsafe { conv2d_s8(&case.p, &case.d, ops.input, &mut out, &w) });
                 out
             }
             _ => conv_reference(case),
@@ -823,7 +984,7 @@ mod tests {
         let mut out = vec![0i8; case.dims.batches * case.dims.output_depth];
         if supported(Isa::Avx512) {
             // SAFETY: AVX-512 checked; the case's slices match its dims.
-            let ran = unsafe { fully_connected_s8(&case.p, &case.dims, &case.ops(), &mut out, &w) };
+            let ran = unsafe { fully_connected_s8(&case.p, &case.dims, &case.input, &mut out, &w) };
             assert!(!ran);
         }
     }
