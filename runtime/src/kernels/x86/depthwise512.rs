@@ -18,6 +18,12 @@
 //! requantization, `packs_epi32` of vectors 0 and 1 (and 2 and 3) then `packs_epi16` put the
 //! 64 bytes back in channel order, with no cross-lane shuffle: the two permutations cancel.
 //!
+//! Loops: per chunk, the quads of the input rows a window reaches are kept in a ring of
+//! `span_h` rows plus a padding row, column tile by column tile (wide images). With stride 1,
+//! no dilation and filters at most 4 wide (the KWS DS-CNN layers), the quads of a band of
+//! output rows are built first and its pixels run as one flat loop (no per-row work), and a
+//! quad row is built from byte pairs of neighbouring columns (6 shuffles instead of 8).
+//!
 //! Exactness: `w * u` products are exact and the four-product sums wrap as the reference's
 //! int32 sums do (equal modulo 2^32). Requantization is TFLite's double rounding (see
 //! [`Slot::apply`]); the fast modes fold bias, rounding, the rounding divide and the output
@@ -27,8 +33,9 @@
 //! where the bounds are -128 and 127.
 //!
 //! Declines (returns `false`, the AVX2 kernels then run): input offsets outside `-127..=128`,
-//! filters of more than [`MAX_QUADS`] quads (`filter_h * ceil(filter_w / 4)`), window spans of
-//! more than [`MAX_SPAN`] rows, empty outputs.
+//! filters of more than [`MAX_QUADS`] quads (`filter_h * ceil(filter_w / 4)`), windows
+//! spanning more than [`MAX_SPAN`] rows or [`ROW_COLS`] columns, empty outputs. Stack: about
+//! 28 KiB.
 
 #![allow(unsafe_op_in_unsafe_fn)]
 
@@ -52,7 +59,7 @@ const MAX_SPAN: usize = 32;
 /// output columns of `ceil(filter_w / 4)` quads); wider images are done in column tiles.
 const RING_BYTES: usize = 12 * 1024;
 /// Input columns (64 bytes each) one column tile's windows span at most.
-const ROW_COLS: usize = 64;
+const ROW_COLS: usize = 40;
 
 /// Requantization modes. [`FAST_RELU`]: right shifts of 1 to [`FAST_MAX_RIGHT`] and bounded
 /// accumulators (see [`requant_mode`]) with a lower clamp at or above the output offset, so
@@ -71,6 +78,12 @@ const FAST_MAX_RIGHT: i32 = 22;
 
 /// Geometry worked out once per call.
 struct Geometry {
+    /// Stride 1, no dilation and at most 4 taps per filter row (see [`build_row`]).
+    dense: bool,
+    /// Dense with vertical stride 1 and whole rows in a tile: the pixels of `band` output
+    /// rows run as one flat loop over quad rows built beforehand (see [`chunk`]).
+    flat: bool,
+    band: usize,
     /// Quads per filter row (`ceil(filter_w / 4)`) and per pixel.
     groups: usize,
     quads: usize,
@@ -107,7 +120,21 @@ impl Geometry {
         if tile_w == 0 {
             return None;
         }
+        let dense = stride_w == 1 && span_w == d.filter_w && groups == 1;
+        // Output rows per band of the flat path: its quad rows (`band + span_h - 1`, whole
+        // image rows) fill the ring.
+        let band = (RING_BYTES / (d.out_w * QUAD)).saturating_sub(span_h - 1);
+        // Each band rebuilds `span_h - 1` rows of the previous one: worth it for bands of 4 rows
+        // or more (or the whole image).
+        let flat = dense
+            && p.window.stride_h == 1
+            && tile_w == d.out_w
+            && band > 0
+            && (band >= 4 || band >= d.out_h);
         Some(Geometry {
+            dense,
+            flat,
+            band: band.min(d.out_h),
             groups,
             quads,
             span_h,
@@ -463,14 +490,47 @@ unsafe fn build_row(
     let src = input.as_ptr().add(d.input_index(b, in_y, 0, base));
     // Padded column of `row[0]`.
     let first = ox0 * stride;
-    for i in 0..(cols - 1) * stride + geo.span_w {
-        let v = match (first + i).checked_sub(pad_left) {
-            Some(in_x) if in_x < d.in_w => {
-                _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, src.add(in_x * d.in_c)), flip)
+    let column = |i: usize| match (first + i).checked_sub(pad_left) {
+        Some(in_x) if in_x < d.in_w => {
+            _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, src.add(in_x * d.in_c)), flip)
+        }
+        _ => pad,
+    };
+    if geo.dense {
+        // Stride 1, no dilation, one quad per filter row: quad `c` interleaves columns
+        // `c..c + 4`, so the byte pairs of neighbouring columns are interleaved once per column
+        // and each quad takes the pairs at `c` and `c + 2` (a fourth tap past a narrower
+        // filter reads a real column, times zero weights).
+        let pair =
+            |a: __m512i, b: __m512i| (_mm512_unpacklo_epi8(a, b), _mm512_unpackhi_epi8(a, b));
+        let (c0, c1, c2) = (column(0), column(1), column(2));
+        let mut p0 = pair(c0, c1);
+        let mut next = column(3);
+        let mut p1 = pair(c1, c2);
+        let mut p2 = pair(c2, next);
+        for c in 0..cols {
+            let q = [
+                _mm512_unpacklo_epi16(p0.0, p2.0),
+                _mm512_unpackhi_epi16(p0.0, p2.0),
+                _mm512_unpacklo_epi16(p0.1, p2.1),
+                _mm512_unpackhi_epi16(p0.1, p2.1),
+            ];
+            let out = dst.add(c * 4);
+            for (j, qj) in q.iter().enumerate() {
+                _mm512_storeu_si512(out.add(j), *qj);
             }
-            _ => pad,
-        };
-        _mm512_storeu_si512(row.add(i), v);
+            if c + 1 < cols {
+                let last = next;
+                next = column(c + 4);
+                p0 = p1;
+                p1 = p2;
+                p2 = pair(last, next);
+            }
+        }
+        return;
+    }
+    for i in 0..(cols - 1) * stride + geo.span_w {
+        _mm512_storeu_si512(row.add(i), column(i));
     }
     for c in 0..cols {
         for g in 0..geo.groups {
@@ -555,7 +615,11 @@ unsafe fn run<const MODE: u8>(
     for base in (0..d.in_c).step_by(CHUNK) {
         let slots = prepare_chunk::<MODE>(p, d, ops, base, geo, weights);
         match geo.quads {
+            1 => chunk::<1, MODE>(p, d, ops, output, geo, &scratch, base, weights, &slots),
+            2 => chunk::<2, MODE>(p, d, ops, output, geo, &scratch, base, weights, &slots),
             3 => chunk::<3, MODE>(p, d, ops, output, geo, &scratch, base, weights, &slots),
+            4 => chunk::<4, MODE>(p, d, ops, output, geo, &scratch, base, weights, &slots),
+            5 => chunk::<5, MODE>(p, d, ops, output, geo, &scratch, base, weights, &slots),
             _ => chunk::<0, MODE>(p, d, ops, output, geo, &scratch, base, weights, &slots),
         }
     }
@@ -624,6 +688,51 @@ unsafe fn chunk<const Q: usize, const MODE: u8>(
     }
     // Copied to locals so that they can stay in registers across the pixels.
     let wq: [[__m512i; 4]; Q] = core::array::from_fn(|q| weights[q]);
+    if geo.flat {
+        // Quad row `r` of a band starting at output row `y0` holds input row
+        // `y0 + r - pad_top` (padding rows outside the image); output row `y0 + i` reads
+        // rows `i + fy * dilation_h`, so pixel `k` of the band reads quad `k` past each
+        // filter row's first quad: no per-row work between the pixels.
+        let row_quads = d.out_w * 4;
+        let dilation_h = w.dilation_h as usize;
+        let mut quad_at = [ring as *const __m512i; MAX_QUADS];
+        for (fy, at) in quad_at.iter_mut().enumerate().take(d.filter_h) {
+            *at = ring.add(fy * dilation_h * row_quads);
+        }
+        for b in 0..d.batches {
+            for y0 in (0..d.out_h).step_by(geo.band) {
+                let rows = geo.band.min(d.out_h - y0);
+                for r in 0..rows + geo.span_h - 1 {
+                    let dst = ring.add(r * row_quads);
+                    match (y0 + r).checked_sub(w.pad_top as usize) {
+                        Some(in_y) if in_y < d.in_h => build_row(
+                            p,
+                            d,
+                            ops.input,
+                            geo,
+                            (b, in_y, base),
+                            (0, d.out_w),
+                            pad,
+                            scratch.row,
+                            dst,
+                        ),
+                        _ => {
+                            for i in 0..row_quads {
+                                _mm512_storeu_si512(dst.add(i), pad);
+                            }
+                        }
+                    }
+                }
+                let out = output.as_mut_ptr().add(d.output_index(b, y0, 0, base));
+                if Q > 0 {
+                    pixels!(quad_at, out, rows * d.out_w, wq, Q);
+                } else {
+                    pixels!(quad_at, out, rows * d.out_w, weights, geo.quads);
+                }
+            }
+        }
+        return;
+    }
     for b in 0..d.batches {
         for ox0 in (0..d.out_w).step_by(geo.tile_w) {
             let cols = geo.tile_w.min(d.out_w - ox0);
