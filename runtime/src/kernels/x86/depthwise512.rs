@@ -194,10 +194,8 @@ struct Slot {
     half_odd: __m512i,
     tie_even: __m512i,
     tie_odd: __m512i,
-    /// Fast modes: the right shift of even lanes, `31 + r` (result in the low half), and of
-    /// odd lanes, `r - 1` (result in the high half).
-    shift_even: __m512i,
-    shift_odd: __m512i,
+    /// Fast modes: `r - 1`, the right shift after the high halves (`floor(x / 2^32)`).
+    shift: __m512i,
     /// [`GENERAL`]: bias plus correction (wrapping), left and right shifts, the rounding
     /// divide's mask and half mask, and the lanes whose multiplier is `i32::MIN`.
     bias: __m512i,
@@ -217,12 +215,13 @@ unsafe fn low_halves(a: __m512i, b: __m512i) -> __m512i {
     _mm512_permutex2var_epi32(a, idx, b)
 }
 
-/// Lane `2i` from the low half of `even`'s 64-bit lane `i`, lane `2i + 1` from the high half
-/// of `odd`'s (a blend, which unlike a permute runs on every vector pipe).
+/// The high halves of the 64-bit lanes of `even` and `odd` (`floor(x / 2^32)`), in lane order:
+/// lane `2i` from `even`'s lane `i`, lane `2i + 1` from `odd`'s.
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn high_halves(even: __m512i, odd: __m512i) -> __m512i {
-    _mm512_mask_blend_epi32(0xAAAA, even, odd)
+    let idx = _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+    _mm512_permutex2var_epi32(even, idx, odd)
 }
 
 impl Slot {
@@ -244,10 +243,7 @@ impl Slot {
         if MODE == FAST_RELU {
             let even = _mm512_add_epi64(_mm512_mul_epi32(acc, self.mult), self.add_even);
             let odd = _mm512_add_epi64(_mm512_mul_epi32(acc_odd, self.mult_odd), self.add_odd);
-            return high_halves(
-                _mm512_srav_epi64(even, self.shift_even),
-                _mm512_srav_epi64(odd, self.shift_odd),
-            );
+            return _mm512_srav_epi32(high_halves(even, odd), self.shift);
         }
         if MODE == FAST {
             let zero = _mm512_setzero_si512();
@@ -259,10 +255,7 @@ impl Slot {
             let odd = _mm512_add_epi64(odd, self.half_odd);
             let even = _mm512_mask_sub_epi64(even, neg_even, even, self.tie_even);
             let odd = _mm512_mask_sub_epi64(odd, neg_odd, odd, self.tie_odd);
-            return high_halves(
-                _mm512_srav_epi64(even, self.shift_even),
-                _mm512_srav_epi64(odd, self.shift_odd),
-            );
+            return _mm512_srav_epi32(high_halves(even, odd), self.shift);
         }
         let one = _mm512_set1_epi32(1);
         let zero = _mm512_setzero_si512();
@@ -440,7 +433,6 @@ unsafe fn prepare_chunk<const MODE: u8>(
         } else {
             (base_even, base_odd)
         };
-        let thirty_one = _mm512_set1_epi64(31);
         slots[j].write(Slot {
             mult: m,
             mult_odd: m_odd,
@@ -450,9 +442,7 @@ unsafe fn prepare_chunk<const MODE: u8>(
             half_odd,
             tie_even,
             tie_odd,
-            // Odd lanes keep their result in the high half: 32 bits less.
-            shift_even: _mm512_add_epi64(right_even, thirty_one),
-            shift_odd: _mm512_sub_epi64(right_odd, _mm512_set1_epi64(1)),
+            shift: _mm512_sub_epi32(right, _mm512_set1_epi32(1)),
             bias: b,
             left,
             right,
