@@ -39,6 +39,15 @@ fn span(t: &TensorDef) -> Result<(usize, usize)> {
     ))
 }
 
+/// The byte range of an arena tensor, or `None` for a constant or a size that overflows.
+pub fn arena_range(t: &TensorDef) -> Option<core::ops::Range<usize>> {
+    let Location::Arena(_) = t.location else {
+        return None;
+    };
+    let (start, end) = span(t).ok()?;
+    Some(start..end)
+}
+
 /// The bytes of a constant tensor, or `None` when it is not a constant inside `consts`.
 pub fn constant<'c>(consts: &'c [u8], t: &TensorDef) -> Option<&'c [u8]> {
     let Location::Const(_) = t.location else {

@@ -322,7 +322,8 @@ pub struct PreparedModel<'a> {
     model: Model<'a>,
     ops: alloc::vec::Vec<Op>,
     /// Per operator: its weights re-laid out for this CPU's fastest kernel, where it has one.
-    packed: alloc::vec::Vec<Option<crate::kernels::packed::Packed>>,
+    #[cfg(feature = "std")]
+    packed: alloc::vec::Vec<Option<crate::kernels::packed::PreparedOp>>,
 }
 
 #[cfg(feature = "alloc")]
@@ -333,16 +334,27 @@ impl<'a> PreparedModel<'a> {
         #[cfg(feature = "std")]
         let packed = ops
             .iter()
-            .map(|op| crate::kernels::packed::Packed::prepare(op, model.consts))
+            .map(|op| crate::kernels::packed::PreparedOp::prepare(op, model.consts))
             .collect();
-        #[cfg(not(feature = "std"))]
-        let packed = ops.iter().map(|_| None).collect();
-        Ok(PreparedModel { model, ops, packed })
+        Ok(PreparedModel {
+            model,
+            ops,
+            #[cfg(feature = "std")]
+            packed,
+        })
     }
 
     /// Bytes of packed weights held beside the model (0 where no kernel packs any).
     pub fn packed_bytes(&self) -> usize {
-        self.packed.iter().flatten().map(|p| p.bytes()).sum()
+        #[cfg(feature = "std")]
+        return self
+            .packed
+            .iter()
+            .flatten()
+            .map(|p| p.packed().bytes())
+            .sum();
+        #[cfg(not(feature = "std"))]
+        0
     }
 
     /// The model (tensors, metadata, arena size).
@@ -368,9 +380,17 @@ impl<'a> PreparedModel<'a> {
             arena,
             packed: None,
         };
-        for (index, (op, packed)) in self.ops.iter().zip(&self.packed).enumerate() {
-            tensors.packed = packed.as_ref();
+        for (index, op) in self.ops.iter().enumerate() {
             observer.before_op(index, op);
+            #[cfg(feature = "std")]
+            {
+                let prepared = self.packed[index].as_ref();
+                if !prepared.is_some_and(|p| p.run_direct(op, tensors.arena)) {
+                    tensors.packed = prepared.map(|p| p.packed());
+                    op.eval(&mut tensors)?;
+                }
+            }
+            #[cfg(not(feature = "std"))]
             op.eval(&mut tensors)?;
             observer.after_op(index, op);
         }
