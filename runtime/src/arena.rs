@@ -11,7 +11,7 @@ use crate::tensor::{DType, Location, TensorDef};
 pub struct Tensors<'x> {
     pub consts: &'x [u8],
     pub arena: &'x mut [u8],
-    /// The running operator's weights as [`crate::PreparedModel`] packed them, if it did.
+    /// The running operator's weights as `PreparedModel` packed them, if it did.
     pub packed: Option<&'x crate::kernels::packed::Packed>,
 }
 

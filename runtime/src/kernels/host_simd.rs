@@ -80,7 +80,7 @@ pub fn fully_connected_s8(
     false
 }
 
-/// Runs CONV_2D int8 over weights [`crate::PreparedModel`] packed, if they fit this operator
+/// Runs CONV_2D int8 over weights `PreparedModel` packed, if they fit this operator
 /// and this CPU.
 #[allow(unused_variables)]
 pub fn conv2d_s8_packed(
@@ -96,7 +96,7 @@ pub fn conv2d_s8_packed(
     false
 }
 
-/// Runs FULLY_CONNECTED int8 over weights [`crate::PreparedModel`] packed, if they fit this
+/// Runs FULLY_CONNECTED int8 over weights `PreparedModel` packed, if they fit this
 /// operator and this CPU.
 #[allow(unused_variables)]
 pub fn fully_connected_s8_packed(

@@ -1,6 +1,6 @@
 //! Operator weights re-laid out once per model for a host kernel.
 //!
-//! [`crate::PreparedModel`] asks [`Packed::prepare`] for each operator when it decodes the
+//! `PreparedModel` asks `Packed::prepare` for each operator when it decodes the
 //! graph; the interpreter hands the result to that operator's kernel through
 //! [`crate::arena::Tensors::packed`]. A kernel uses it only when it was packed for the same
 //! shape and parameters, and otherwise runs as without it. On targets and builds with no
@@ -86,7 +86,7 @@ fn prepare_vnni(op: &Op, consts: &[u8]) -> Option<super::x86::vnni::VnniWeights>
     }
 }
 
-/// An operator's packed weights with its tensors resolved once, so [`crate::PreparedModel`]
+/// An operator's packed weights with its tensors resolved once, so `PreparedModel`
 /// can run it straight on the arena instead of through [`Op::eval`]'s per-run shape and
 /// bounds work (tens of nanoseconds an operator: a tenth of a small model like ad01_int8).
 #[cfg(feature = "std")]

@@ -1,5 +1,8 @@
-//! x86-64 int8 kernels: AVX2 and SSE4.1, chosen at run time with `is_x86_feature_detected!`
-//! under the `std` feature, from the compile-time target features without it.
+//! x86-64 int8 kernels: AVX-512 (F/BW/VL/VNNI), AVX2 and SSE4.1, chosen at run time with
+//! `is_x86_feature_detected!` under the `std` feature, from the compile-time target features
+//! without it. The AVX-512 kernels live in submodules: `vnni` (FULLY_CONNECTED and CONV_2D with
+//! `vpdpbusd` over weights a `PreparedModel` packs once; without packed weights these
+//! operators run their AVX2 kernels) and `depthwise512` (DEPTHWISE_CONV_2D).
 //!
 //! Exactness: int8 values are sign-extended to int16 (`x + input_offset` fits: both are within
 //! ±255, and so do FC weights plus their offset, within ±383), multiplied pairwise into int32 with

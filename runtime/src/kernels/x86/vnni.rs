@@ -1,5 +1,5 @@
 //! AVX-512 VNNI int8 kernels for FULLY_CONNECTED and CONV_2D, over weights packed once per
-//! model by [`crate::PreparedModel`] (see [`VnniWeights`]).
+//! model by `PreparedModel` (see [`VnniWeights`]).
 //!
 //! `vpdpbusd` multiplies unsigned bytes by signed bytes and adds each group of four products
 //! into an int32 lane, without saturation. The activations are made unsigned by flipping their
@@ -161,7 +161,7 @@ const CONV_PIXELS: usize = 4;
 /// every per-channel constant of the epilogue.
 ///
 /// Layout: output channels in blocks of 16, blocks in panels of `panel_blocks`; within a panel
-/// the [`Tile`]s go depth group (4 input bytes) by depth group, each group holding one tile per
+/// the tiles (16 channels x 4 bytes) go depth group (4 input bytes) by depth group, each group holding one tile per
 /// block, so a kernel streams a panel front to back.
 #[derive(Clone)]
 pub struct VnniWeights {
@@ -197,7 +197,7 @@ impl fmt::Debug for VnniWeights {
 impl VnniWeights {
     /// Packs `filter` (`channels` rows of `depth` int8 values). `None` when the kernels cannot
     /// take it (arrays of the wrong length, a shift outside TFLite's range, an input zero point
-    /// outside int8, or a depth beyond [`MAX_PATCH`]).
+    /// outside int8, or a depth beyond `MAX_PATCH`).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         filter: &[i8],
