@@ -37,6 +37,22 @@ impl S8Operands<'_> {
     }
 }
 
+/// The host SIMD kernels this CPU runs, for reports (`"x86-64 AVX-512 VNNI"`, `"aarch64 NEON"`,
+/// `"scalar reference"`).
+pub fn describe() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    return match super::x86::best() {
+        super::x86::Isa::Avx512 => "x86-64 AVX-512 VNNI",
+        super::x86::Isa::Avx2 => "x86-64 AVX2",
+        super::x86::Isa::Sse41 => "x86-64 SSE4.1",
+        super::x86::Isa::Scalar => "scalar reference",
+    };
+    #[cfg(target_arch = "aarch64")]
+    return "aarch64 NEON";
+    #[allow(unreachable_code)]
+    "scalar reference"
+}
+
 /// Runs a SIMD CONV_2D int8 variant if one applies.
 #[allow(unused_variables)]
 pub fn conv2d_s8(p: &Conv2dS8, d: SpatialDims, ops: S8Operands<'_>, output: &mut [i8]) -> bool {
