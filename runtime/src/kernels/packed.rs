@@ -53,33 +53,31 @@ fn prepare_vnni(op: &Op, consts: &[u8]) -> Option<super::x86::vnni::VnniWeights>
     use crate::tensor::TensorDef;
 
     let i32s = |t: &TensorDef| crate::arena::as_i32(constant(consts, t)?).ok();
-    let bias = |t: &Option<TensorDef>| match t {
-        Some(t) => i32s(t).map(Some),
-        None => Some(None),
-    };
+    // The weight operands of a FULLY_CONNECTED or CONV_2D (no input: packing never reads it).
+    let operands =
+        |filter: &TensorDef, bias: &Option<TensorDef>, requant: &crate::kernels::Requant| {
+            Some(S8Operands {
+                input: &[],
+                filter: crate::arena::as_i8(constant(consts, filter)?),
+                bias: match bias {
+                    Some(t) => Some(i32s(t)?),
+                    None => None,
+                },
+                multipliers: i32s(&requant.multipliers)?,
+                shifts: i32s(&requant.shifts)?,
+            })
+        };
     match op {
         #[cfg(feature = "fully-connected")]
         Op::FullyConnectedS8(p) => {
             let dims = super::fully_connected::fc_dims(&p.input, &p.filter, &p.output)?;
-            let ops = S8Operands {
-                input: &[],
-                filter: crate::arena::as_i8(constant(consts, &p.filter)?),
-                bias: bias(&p.bias)?,
-                multipliers: i32s(&p.requant.multipliers)?,
-                shifts: i32s(&p.requant.shifts)?,
-            };
+            let ops = operands(&p.filter, &p.bias, &p.requant)?;
             VnniWeights::for_fully_connected(p, &dims, &ops)
         }
         #[cfg(feature = "conv2d")]
         Op::Conv2dS8(p) => {
             let d = super::conv::conv_dims(&p.input, &p.filter, &p.output)?;
-            let ops = S8Operands {
-                input: &[],
-                filter: crate::arena::as_i8(constant(consts, &p.filter)?),
-                bias: bias(&p.bias)?,
-                multipliers: i32s(&p.requant.multipliers)?,
-                shifts: i32s(&p.requant.shifts)?,
-            };
+            let ops = operands(&p.filter, &p.bias, &p.requant)?;
             VnniWeights::for_conv(p, &d, &ops)
         }
         _ => None,
