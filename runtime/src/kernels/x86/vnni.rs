@@ -150,6 +150,16 @@ struct SingleConsts {
     total_shift: Lanes,
 }
 
+/// [`SingleConsts`] with the accumulator offset and the output offset folded into the int64
+/// rounding terms (see [`BlockConsts::fold_lane`]).
+#[derive(Clone, Copy, Default)]
+struct FoldedSingleConsts {
+    multiplier: Lanes,
+    total_shift: Lanes,
+    round_even: Lanes,
+    round_odd: Lanes,
+}
+
 /// Channels per register block and per [`Tile`].
 const LANES: usize = 16;
 /// How far ahead (in tiles of 64 bytes) the kernels prefetch weights.
@@ -175,6 +185,8 @@ pub struct VnniWeights {
     consts: Vec<BlockConsts>,
     /// Single rounding's constants, per block.
     single: Vec<SingleConsts>,
+    /// Single rounding's constants with the offsets folded in, per block.
+    single_folded: Vec<FoldedSingleConsts>,
     /// The offsets are folded into the constants (see [`BlockConsts::fold_lane`]), for this
     /// output offset.
     folded: bool,
@@ -271,13 +283,16 @@ impl VnniWeights {
             }
             consts.push(k);
         }
-        // Folding the offsets into the int64 constants saves three vector operations per 16
-        // outputs; it needs accumulators that cannot wrap (|dot| <= depth * 255 * 128), no
-        // left shift, and room in int64 for `out_offset * 2^t`.
+        // Folding the offsets into the int64 constants saves vector operations per 16 outputs;
+        // it needs accumulators that cannot wrap (|dot| <= depth * 255 * 128), no left shift of
+        // the accumulator (double rounding) and room in int64 for `out_offset * 2^t` (t <= 54).
         let dot_bound = depth as i64 * 255 * 128;
-        let folded = rounding == Rounding::Double
-            && (-128..=127).contains(&output_offset)
-            && shifts.iter().all(|&s| (-23..=0).contains(&s))
+        let most_left = match rounding {
+            Rounding::Single => 30,
+            Rounding::Double => 0,
+        };
+        let folded = (-128..=127).contains(&output_offset)
+            && shifts.iter().all(|&s| (-23..=most_left).contains(&s))
             && consts.iter().all(|k| {
                 k.offset
                     .0
@@ -292,34 +307,49 @@ impl VnniWeights {
             }
         }
         // Single rounding streams its constants with the weights (a FULLY_CONNECTED row
-        // touches each once), so it keeps three vectors per block and derives the rest.
-        let single = match rounding {
-            Rounding::Single => {
+        // touches each once), so it keeps three or four vectors per block and derives the rest.
+        let total_shift = |k: &BlockConsts| {
+            let mut total_shift = Lanes::default();
+            for (lane, t) in total_shift.0.iter_mut().enumerate() {
+                let slot = lane / 2 * 2;
+                let v = if lane % 2 == 0 {
+                    &k.shift_even
+                } else {
+                    &k.shift_odd
+                };
+                *t = v.0[slot];
+            }
+            total_shift
+        };
+        let single_folded = match (rounding, folded) {
+            (Rounding::Single, true) => consts
+                .iter()
+                .map(|k| FoldedSingleConsts {
+                    multiplier: k.multiplier,
+                    total_shift: total_shift(k),
+                    round_even: k.round_even,
+                    round_odd: k.round_odd,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let single = match (rounding, folded) {
+            (Rounding::Single, false) => {
                 let single = consts
                     .iter()
-                    .map(|k| {
-                        let mut total_shift = Lanes::default();
-                        for (lane, t) in total_shift.0.iter_mut().enumerate() {
-                            let slot = lane / 2 * 2;
-                            let v = if lane % 2 == 0 {
-                                &k.shift_even
-                            } else {
-                                &k.shift_odd
-                            };
-                            *t = v.0[slot];
-                        }
-                        SingleConsts {
-                            offset: k.offset,
-                            multiplier: k.multiplier,
-                            total_shift,
-                        }
+                    .map(|k| SingleConsts {
+                        offset: k.offset,
+                        multiplier: k.multiplier,
+                        total_shift: total_shift(k),
                     })
                     .collect();
-                consts.clear();
                 single
             }
-            Rounding::Double => Vec::new(),
+            _ => Vec::new(),
         };
+        if rounding == Rounding::Single {
+            consts.clear();
+        }
         Some(VnniWeights {
             channels,
             depth,
@@ -329,6 +359,7 @@ impl VnniWeights {
             tiles,
             consts,
             single,
+            single_folded,
             folded,
             output_offset,
             any_left_shift: rounding == Rounding::Double && shifts.iter().any(|&s| s > 0),
@@ -399,6 +430,7 @@ impl VnniWeights {
         self.tiles.len() * size_of::<Tile>()
             + self.consts.len() * size_of::<BlockConsts>()
             + self.single.len() * size_of::<SingleConsts>()
+            + self.single_folded.len() * size_of::<FoldedSingleConsts>()
     }
 }
 
@@ -512,6 +544,24 @@ unsafe fn finish_single(acc: __m512i, k: &SingleConsts, e: &Epilogue) -> __m128i
     _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(v, e.lo), e.hi))
 }
 
+/// [`finish_single`] over [`FoldedSingleConsts`].
+#[inline(always)]
+unsafe fn finish_single_folded(acc: __m512i, k: &FoldedSingleConsts, e: &Epilogue) -> __m128i {
+    let mult = load(&k.multiplier);
+    let shift = load(&k.total_shift);
+    let shift_even = _mm512_maskz_mov_epi32(0x5555, shift);
+    let shift_odd = _mm512_srli_epi64(shift, 32);
+    let even = _mm512_add_epi64(_mm512_mul_epi32(acc, mult), load(&k.round_even));
+    let odd_product = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), _mm512_srli_epi64(mult, 32));
+    let odd = _mm512_add_epi64(odd_product, load(&k.round_odd));
+    let even = _mm512_srav_epi64(even, shift_even);
+    let odd = _mm512_srav_epi64(odd, shift_odd);
+    let v = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+    // The output offset is in already; saturating to int8 then clamping equals clamping.
+    let bytes = _mm512_cvtsepi32_epi8(v);
+    _mm_min_epi8(_mm_max_epi8(bytes, e.lo8), e.hi8)
+}
+
 /// Stores the first `count` (1..=16) bytes of `v` at `dst`.
 #[inline(always)]
 unsafe fn store_lanes(dst: *mut i8, v: __m128i, count: usize) {
@@ -576,6 +626,7 @@ unsafe fn panel_rows<const M: usize, const NB: usize>(
         for (b, &a) in acc_row.iter().enumerate() {
             let block = first + b;
             let v = match e.rounding {
+                Rounding::Single if e.folded => finish_single_folded(a, &w.single_folded[block], e),
                 Rounding::Single => finish_single(a, &w.single[block], e),
                 Rounding::Double => finish(a, &w.consts[block], e),
             };
