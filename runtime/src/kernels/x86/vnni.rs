@@ -160,6 +160,15 @@ struct FoldedSingleConsts {
     round_odd: Lanes,
 }
 
+/// The requantization of a FULLY_CONNECTED whose channels share one multiplier and shift.
+#[derive(Debug, Clone, Copy)]
+struct UniformRequant {
+    multiplier: i32,
+    /// `t = 31 - shift`, at most 54.
+    total_shift: i32,
+    output_offset: i32,
+}
+
 /// Channels per register block and per [`Tile`].
 const LANES: usize = 16;
 /// How far ahead (in tiles of 64 bytes) the kernels prefetch weights.
@@ -187,6 +196,9 @@ pub struct VnniWeights {
     single: Vec<SingleConsts>,
     /// Single rounding's constants with the offsets folded in, per block.
     single_folded: Vec<FoldedSingleConsts>,
+    /// Single rounding with one multiplier and shift: those, and the offsets per block.
+    uniform: Option<UniformRequant>,
+    uniform_offsets: Vec<Lanes>,
     /// The offsets are folded into the constants (see [`BlockConsts::fold_lane`]), for this
     /// output offset.
     folded: bool,
@@ -291,7 +303,25 @@ impl VnniWeights {
             Rounding::Single => 30,
             Rounding::Double => 0,
         };
-        let folded = (-128..=127).contains(&output_offset)
+        // One multiplier and shift for every channel (per-tensor weights, as ad01_int8 has):
+        // single rounding then needs only the offsets per block, and the rounding term with the
+        // output offset in it is one broadcast constant (t <= 54 keeps it in int64).
+        let uniform = (rounding == Rounding::Single
+            && (-128..=127).contains(&output_offset)
+            && multipliers.iter().all(|&m| m == multipliers[0])
+            && shifts.iter().all(|&s| s == shifts[0])
+            && shifts[0] >= -23)
+            .then_some(UniformRequant {
+                multiplier: multipliers[0],
+                total_shift: 31 - shifts[0],
+                output_offset,
+            });
+        let uniform_offsets: Vec<Lanes> = match uniform {
+            Some(_) => consts.iter().map(|k| k.offset).collect(),
+            None => Vec::new(),
+        };
+        let folded = uniform.is_none()
+            && (-128..=127).contains(&output_offset)
             && shifts.iter().all(|&s| (-23..=most_left).contains(&s))
             && consts.iter().all(|k| {
                 k.offset
@@ -322,7 +352,7 @@ impl VnniWeights {
             total_shift
         };
         let single_folded = match (rounding, folded) {
-            (Rounding::Single, true) => consts
+            (Rounding::Single, true) if uniform.is_none() => consts
                 .iter()
                 .map(|k| FoldedSingleConsts {
                     multiplier: k.multiplier,
@@ -334,7 +364,7 @@ impl VnniWeights {
             _ => Vec::new(),
         };
         let single = match (rounding, folded) {
-            (Rounding::Single, false) => {
+            (Rounding::Single, false) if uniform.is_none() => {
                 let single = consts
                     .iter()
                     .map(|k| SingleConsts {
@@ -360,6 +390,8 @@ impl VnniWeights {
             consts,
             single,
             single_folded,
+            uniform,
+            uniform_offsets,
             folded,
             output_offset,
             any_left_shift: rounding == Rounding::Double && shifts.iter().any(|&s| s > 0),
@@ -431,6 +463,7 @@ impl VnniWeights {
             + self.consts.len() * size_of::<BlockConsts>()
             + self.single.len() * size_of::<SingleConsts>()
             + self.single_folded.len() * size_of::<FoldedSingleConsts>()
+            + self.uniform_offsets.len() * size_of::<Lanes>()
     }
 }
 
@@ -562,6 +595,22 @@ unsafe fn finish_single_folded(acc: __m512i, k: &FoldedSingleConsts, e: &Epilogu
     _mm_min_epi8(_mm_max_epi8(bytes, e.lo8), e.hi8)
 }
 
+/// [`finish_single`] with one multiplier and shift for all channels: `x = acc + offset` (wrapping,
+/// as the reference), then `(x * m + 2^(t-1) + out_offset * 2^t) >> t` with a broadcast constant.
+#[inline(always)]
+unsafe fn finish_single_uniform(acc: __m512i, offset: &Lanes, e: &Epilogue) -> __m128i {
+    let x = _mm512_add_epi32(acc, load(offset));
+    let even = _mm512_add_epi64(_mm512_mul_epi32(x, e.uniform_multiplier), e.uniform_round);
+    let odd_product = _mm512_mul_epi32(_mm512_srli_epi64(x, 32), e.uniform_multiplier);
+    let odd = _mm512_add_epi64(odd_product, e.uniform_round);
+    let even = _mm512_sra_epi64(even, e.uniform_shift);
+    let odd = _mm512_sra_epi64(odd, e.uniform_shift);
+    let v = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+    // The output offset is in already; saturating to int8 then clamping equals clamping.
+    let bytes = _mm512_cvtsepi32_epi8(v);
+    _mm_min_epi8(_mm_max_epi8(bytes, e.lo8), e.hi8)
+}
+
 /// Stores the first `count` (1..=16) bytes of `v` at `dst`.
 #[inline(always)]
 unsafe fn store_lanes(dst: *mut i8, v: __m128i, count: usize) {
@@ -600,6 +649,10 @@ unsafe fn fill(dst: *mut u8, value: u8, len: usize) {
 struct Epilogue {
     rounding: Rounding,
     folded: bool,
+    uniform: bool,
+    uniform_multiplier: __m512i,
+    uniform_round: __m512i,
+    uniform_shift: __m128i,
     any_left_shift: bool,
     lo8: __m128i,
     hi8: __m128i,
@@ -626,6 +679,9 @@ unsafe fn panel_rows<const M: usize, const NB: usize>(
         for (b, &a) in acc_row.iter().enumerate() {
             let block = first + b;
             let v = match e.rounding {
+                Rounding::Single if e.uniform => {
+                    finish_single_uniform(a, &w.uniform_offsets[block], e)
+                }
                 Rounding::Single if e.folded => finish_single_folded(a, &w.single_folded[block], e),
                 Rounding::Single => finish_single(a, &w.single[block], e),
                 Rounding::Double => finish(a, &w.consts[block], e),
@@ -668,6 +724,12 @@ unsafe fn epilogue(w: &VnniWeights, output_offset: i32, act_min: i32, act_max: i
     Epilogue {
         rounding: w.rounding,
         folded: w.folded,
+        uniform: w.uniform.is_some(),
+        uniform_multiplier: _mm512_set1_epi32(w.uniform.map_or(0, |u| u.multiplier)),
+        uniform_round: _mm512_set1_epi64(w.uniform.map_or(0, |u| {
+            (1i64 << (u.total_shift - 1)) + ((u.output_offset as i64) << u.total_shift)
+        })),
+        uniform_shift: _mm_cvtsi64_si128(w.uniform.map_or(0, |u| u.total_shift as i64)),
         any_left_shift: w.any_left_shift,
         lo8: _mm_set1_epi8(act_min.clamp(-128, 127) as i8),
         hi8: _mm_set1_epi8(act_max.clamp(-128, 127) as i8),
