@@ -820,12 +820,41 @@ pub(super) unsafe fn conv2d_s8(
         return false;
     }
     let run = d.filter_w * d.in_c;
-    if p.window.dilation_w == 1 && run.is_multiple_of(4) && d.filter_h <= MAX_FILTER_ROWS {
+    if p.window.dilation_w == 1
+        && run.is_multiple_of(4)
+        && d.filter_h <= MAX_FILTER_ROWS
+        && direct_image_fits(p, d)
+    {
         IMAGE.with(|image| conv2d_direct(p, d, input, output, w, &mut image.borrow_mut()));
     } else {
         conv2d_im2col(p, d, input, output, w);
     }
     true
+}
+
+/// Rows and columns of the padded image the direct convolution reads (see [`conv2d_direct`]);
+/// `None` for an empty output or a size that overflows.
+fn direct_image_size(p: &Conv2dS8, d: &SpatialDims) -> Option<(usize, usize)> {
+    let win = p.window;
+    let tall = (d.out_h.checked_sub(1)?)
+        .checked_mul(win.stride_h as usize)?
+        .checked_add((d.filter_h - 1).checked_mul(win.dilation_h as usize)? + 1)?;
+    let wide = (d.out_w.checked_sub(1)?)
+        .checked_mul(win.stride_w as usize)?
+        .checked_add(d.filter_w)?;
+    let height = (win.pad_top as usize + d.in_h).max(tall);
+    let width = (win.pad_left as usize + d.in_w).max(wide);
+    Some((height, width))
+}
+
+/// Whether the padded image stays within a few times the input: a model's strides and
+/// paddings are not tied to its tensor shapes by the loader, so odd geometry (a huge stride
+/// over a small output) takes the im2col path instead of allocating an image for it.
+fn direct_image_fits(p: &Conv2dS8, d: &SpatialDims) -> bool {
+    let input = d.in_h.saturating_mul(d.in_w).saturating_mul(d.in_c);
+    direct_image_size(p, d)
+        .and_then(|(h, w)| h.checked_mul(w)?.checked_mul(d.in_c))
+        .is_some_and(|bytes| bytes <= input.saturating_mul(4).max(1 << 16))
 }
 
 /// The convolution reading filter rows straight from a padded, sign-flipped input image.
@@ -851,8 +880,9 @@ unsafe fn conv2d_direct(
     }
     // Tall and wide enough for every tap of every output pixel, in padded coordinates
     // (input row `y` is image row `y + top`).
-    let height = (top + d.in_h).max((d.out_h - 1) * sh + (d.filter_h - 1) * dh + 1);
-    let width = (left + d.in_w).max((d.out_w - 1) * sw + d.filter_w);
+    let Some((height, width)) = direct_image_size(p, d) else {
+        return;
+    };
     let line = width * c;
     image.clear();
     image.reserve(height * line);
@@ -1084,6 +1114,39 @@ mod tests {
             case.shifts = (0..64).map(|_| rng.range(-12, 1) as i32).collect();
             assert_eq!(run_conv(&case), conv_reference(&case), "{:?}", case.d);
         }
+    }
+
+    /// Strides the loader accepts but no real model has (the output shape is not tied to them)
+    /// must not make the direct path allocate a giant image: the kernel takes im2col rows.
+    #[test]
+    fn vnni_conv_with_huge_stride_matches_reference() {
+        let mut rng = Rng(0x57_81DE);
+        let mut case = ConvCase::random(&mut rng);
+        case.d = SpatialDims {
+            batches: 1,
+            in_h: 3,
+            in_w: 3,
+            in_c: 4,
+            out_h: 2,
+            out_w: 2,
+            out_c: 16,
+            filter_h: 1,
+            filter_w: 1,
+            filter_in_c: 4,
+        };
+        case.p.window.stride_h = u16::MAX;
+        case.p.window.stride_w = u16::MAX;
+        case.p.window.dilation_h = 1;
+        case.p.window.dilation_w = 1;
+        case.p.window.pad_top = 0;
+        case.p.window.pad_left = 0;
+        case.input = rng.vec_i8(3 * 3 * 4);
+        case.filter = rng.vec_i8(16 * 4);
+        case.bias = None;
+        case.multipliers = vec![1 << 30];
+        case.shifts = vec![-8];
+        assert!(!direct_image_fits(&case.p, &case.d));
+        assert_eq!(run_conv(&case), conv_reference(&case));
     }
 
     /// Packed weights are used only for the shape they were packed for.
